@@ -1,0 +1,43 @@
+"""statetrain: the Hugging Face Trainer's API on an explicit, composable state machine."""
+
+from statetrain.callbacks import (
+    DefaultFlowCallback,
+    ExportableState,
+    PrinterCallback,
+    ProgressCallback,
+    TrainerCallback,
+)
+from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.engine.default_machine import default_machine
+from statetrain.engine.machine import Guard, MachineSpec, Transition, flag
+from statetrain.engine.metrics import TrainOutput
+from statetrain.engine.trainer import Trainer
+from statetrain.engine.training_args import TrainingArguments
+from statetrain.events import Event, EventBus, EventData, HandlerError
+from statetrain.states import State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DefaultFlowCallback",
+    "EngineState",
+    "Event",
+    "EventBus",
+    "EventData",
+    "ExportableState",
+    "Guard",
+    "HandlerError",
+    "MachineSpec",
+    "PrinterCallback",
+    "ProgressCallback",
+    "State",
+    "TrainOutput",
+    "Trainer",
+    "TrainerCallback",
+    "TrainerControl",
+    "TrainerState",
+    "TrainingArguments",
+    "Transition",
+    "default_machine",
+    "flag",
+]

@@ -1,0 +1,1 @@
+"""The machine and what drives it: context, declaration, driver, Trainer facade."""

@@ -1,0 +1,139 @@
+"""Device and process facts for ``TrainingArguments``, worked out from accelerate on first use.
+
+Building the arguments must stay cheap and must not start a process group, so nothing here runs
+until a property such as ``args.device`` or ``args.world_size`` is read. Unlike transformers 5.24,
+a process started by a launcher (``torchrun``, ``accelerate launch``) never trains alone by
+mistake: when no accelerator backend applies, the processes join over gloo on CPU, and when they
+still cannot join the error says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from statetrain.engine.arg_enums import ParallelMode
+
+if TYPE_CHECKING:
+    import torch
+
+# Environment variables in which launchers publish the number of processes they started.
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    """The arguments that decide how accelerate is set up; a change in any of them means a new setup."""
+
+    use_cpu: bool
+    ddp_backend: str | None
+    ddp_timeout: int
+    use_configured_state: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeInfo:
+    """What one process learnt about its place in the run."""
+
+    settings: RuntimeSettings
+    state: Any  # accelerate.PartialState; typed loosely so this module imports without accelerate
+    device: torch.device
+    n_gpu: int
+    cpu: bool
+
+    @property
+    def parallel_mode(self) -> ParallelMode:
+        """HF's classification: several processes, one process driving several GPUs, or neither."""
+        from accelerate.utils import DistributedType
+
+        kind = self.state.distributed_type
+        if kind == DistributedType.XLA:
+            return ParallelMode.TPU
+        if kind != DistributedType.NO:
+            return ParallelMode.DISTRIBUTED
+        if self.n_gpu > 1:
+            return ParallelMode.NOT_DISTRIBUTED
+        return ParallelMode.NOT_PARALLEL
+
+
+def launcher_world_size() -> int:
+    """The number of processes a launcher says it started (1 when none did)."""
+    for name in _WORLD_SIZE_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "y", "on", "t"}
+
+
+def _partial_state(settings: RuntimeSettings, cpu: bool) -> Any:
+    """Return accelerate's process state, reusing one that already matches the wanted CPU choice.
+
+    transformers resets accelerate's global state every time; doing that lazily could pull the
+    state from under an ``Accelerator`` built in between, so a matching state is kept.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    shared = PartialState._shared_state
+    if settings.use_configured_state:
+        if shared == {}:
+            raise ValueError(
+                "accelerator_config.use_configured_state=True needs an accelerate PartialState or "
+                "Accelerator created before the TrainingArguments are used; create one first or set it "
+                "to False"
+            )
+        return PartialState(cpu=cpu)
+    if shared != {}:
+        if shared.get("_cpu") == cpu:
+            return PartialState(cpu=cpu)
+        AcceleratorState._reset_state(reset_partial_state=True)
+    timeout = timedelta(seconds=settings.ddp_timeout)
+    return PartialState(cpu=cpu, backend=settings.ddp_backend, timeout=timeout)
+
+
+def _device_and_gpu_count(state: Any, cpu: bool) -> tuple[torch.device, int]:
+    """Mirror HF's choice of device and ``n_gpu`` for the state accelerate produced."""
+    import torch
+    from accelerate.utils import DistributedType
+
+    device: torch.device = state.device
+    if state.distributed_type == DistributedType.NO:
+        if cpu:
+            return torch.device("cpu"), 0
+        if device.type == "cuda":
+            first = torch.device("cuda:0")
+            torch.cuda.set_device(first)
+            return first, torch.cuda.device_count()
+        return device, 0 if device.type == "cpu" else 1
+    if cpu or device.type in {"cpu", "xla"}:
+        return device, 0
+    return device, 1
+
+
+def resolve_runtime(settings: RuntimeSettings) -> RuntimeInfo:
+    """Set up (or reuse) accelerate's process state and describe this process.
+
+    Raises RuntimeError when a launcher started several processes but they could not join one
+    process group, instead of letting each one train alone on the full data.
+    """
+    cpu = settings.use_cpu or _env_flag("ACCELERATE_USE_CPU")
+    state = _partial_state(settings, cpu)
+    launched = launcher_world_size()
+    if launched > 1 and state.num_processes == 1 and not cpu and state.device.type == "cpu":
+        # No GPU-like backend applied, so accelerate left each process on its own; gloo on CPU
+        # joins them, which is what transformers 5.24 only does when use_cpu=True is given.
+        cpu = True
+        state = _partial_state(settings, cpu)
+    if launched > 1 and state.num_processes != launched:
+        raise RuntimeError(
+            f"the launcher started {launched} processes (WORLD_SIZE={launched}) but accelerate set up "
+            f"{state.num_processes} on {state.device}; each process would train alone. Check the launcher "
+            "environment (MASTER_ADDR, MASTER_PORT, RANK) or pass use_cpu=True to join over gloo"
+        )
+    device, n_gpu = _device_and_gpu_count(state, cpu)
+    return RuntimeInfo(settings=settings, state=state, device=device, n_gpu=n_gpu, cpu=cpu)

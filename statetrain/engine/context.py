@@ -1,0 +1,139 @@
+"""The machine context: ``TrainerState`` (HF's, field for field), ``TrainerControl`` and the engine's own.
+
+``trainer_state.json`` keeps HF's layout (indent 2, sorted keys, HF field names only), so that
+``transformers.TrainerState.load_from_json`` reads it. What only the engine needs (the current
+machine state, the data position, the running loss sums) lives in ``EngineState`` in its own file
+beside it. All three are pydantic models that round-trip to JSON exactly, NaN and infinity
+included (written as the ``NaN``/``Infinity`` literals Python's json module reads back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+TRAINER_STATE_NAME = "trainer_state.json"
+ENGINE_STATE_NAME = "engine_state.json"
+
+
+class ContextFileError(ValueError):
+    """A context file could not be read; the message names the file and the field."""
+
+
+class _JsonModel(BaseModel):
+    """Exact JSON round-trip with Python's json (NaN/Infinity literals, sorted keys)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, arbitrary_types_allowed=True)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.model_dump(mode="python"), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_string(cls, text: str, source: str = "<string>") -> Any:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContextFileError(f"{source} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ContextFileError(f"{source} must hold a JSON object, not {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+            raise ContextFileError(f"{source}: invalid {cls.__name__} field(s) {fields}: {exc}") from exc
+
+    def save_to_json(self, json_path: str | Path) -> None:
+        Path(json_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def load_from_json(cls, json_path: str | Path) -> Any:
+        path = Path(json_path)
+        return cls.from_json_string(path.read_text(encoding="utf-8"), source=str(path))
+
+
+class TrainerState(_JsonModel):
+    """HF's ``TrainerState``: one step is one optimizer update. Field names and defaults are HF's."""
+
+    epoch: float = 0
+    global_step: int = 0
+    max_steps: int = 0
+    logging_steps: int = 500
+    eval_steps: int = 500
+    save_steps: int = 500
+    train_batch_size: int | None = None
+    num_train_epochs: int = 0
+    num_input_tokens_seen: int = 0
+    total_flos: float = 0
+    log_history: list[dict[str, Any]] = Field(default_factory=list)
+    best_metric: float | None = None
+    best_global_step: int | None = None
+    best_model_checkpoint: str | None = None
+    is_local_process_zero: bool = True
+    is_world_process_zero: bool = True
+    is_hyper_param_search: bool = False
+    trial_name: str | None = None
+    trial_params: dict[str, Any] | None = None
+    stateful_callbacks: dict[str, Any] = Field(default_factory=dict)
+
+    def compute_steps(self, args: Any, max_steps: int) -> None:
+        """Resolve fractional logging/eval/save cadences against ``max_steps`` (HF ``compute_steps``)."""
+        for kind in ("logging", "eval", "save"):
+            value = getattr(args, f"{kind}_steps")
+            if value is not None:
+                if value < 1:
+                    value = math.ceil(max_steps * value)
+                setattr(self, f"{kind}_steps", int(value))
+
+
+class TrainerControl(_JsonModel):
+    """The five HF flags. Callbacks set them; the machine's guards read them."""
+
+    should_training_stop: bool = False
+    should_epoch_stop: bool = False
+    should_save: bool = False
+    should_evaluate: bool = False
+    should_log: bool = False
+
+    def _new_training(self) -> None:
+        self.should_training_stop = False
+
+    def _new_epoch(self) -> None:
+        self.should_epoch_stop = False
+
+    def _new_step(self) -> None:
+        self.should_save = False
+        self.should_evaluate = False
+        self.should_log = False
+
+    def state(self) -> dict[str, Any]:
+        """HF ``ExportableState`` form."""
+        return {"args": self.model_dump(), "attributes": {}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TrainerControl:
+        control = cls(**state["args"])
+        for key, value in state.get("attributes", {}).items():
+            setattr(control, key, value)
+        return control
+
+
+class EngineState(_JsonModel):
+    """The engine's own persisted context: where the machine is and what it has summed so far."""
+
+    format_version: int = 1
+    current_state: str = "init"
+    epoch_index: int = 0
+    """0-based index of the epoch in progress."""
+    epoch_ended: bool = False
+    """Whether the epoch ``epoch_index`` has finished (its epoch-end work has run)."""
+    batches_in_epoch: int = 0
+    """Micro-batches of the current epoch already consumed (the data position)."""
+    tr_loss: float = 0.0
+    """Sum of the step losses since the last log."""
+    total_loss_scalar: float = 0.0
+    """Sum of every logged step loss, for ``train_loss``."""
+    globalstep_last_logged: int = 0

@@ -1,0 +1,128 @@
+"""Batches as HF builds them: the default collator, unused-column removal, worker seeding."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def default_data_collator(features: Sequence[Any]) -> dict[str, Any]:
+    """Stack a list of feature dicts into tensors; ``label``/``label_ids`` become ``labels`` (HF rules)."""
+    if not isinstance(features[0], Mapping):
+        features = [vars(f) for f in features]
+    first = features[0]
+    batch: dict[str, Any] = {}
+    if first.get("label") is not None:
+        label = first["label"].item() if isinstance(first["label"], torch.Tensor) else first["label"]
+        dtype = torch.long if isinstance(label, (int, np.integer)) else torch.float
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=dtype)
+    elif first.get("label_ids") is not None:
+        if isinstance(first["label_ids"], torch.Tensor):
+            batch["labels"] = torch.stack([f["label_ids"] for f in features])
+        else:
+            dtype = torch.long if isinstance(first["label_ids"][0], (int, np.integer)) else torch.float
+            batch["labels"] = torch.tensor([f["label_ids"] for f in features], dtype=dtype)
+    for key, value in first.items():
+        if key in ("label", "label_ids") or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, torch.Tensor):
+            batch[key] = torch.stack([f[key] for f in features])
+        elif isinstance(value, np.ndarray):
+            batch[key] = torch.from_numpy(np.stack([f[key] for f in features]))
+        else:
+            batch[key] = torch.tensor([f[key] for f in features])
+    return batch
+
+
+def signature_columns(model: Any, label_names: Sequence[str]) -> list[str]:
+    """The batch keys ``model.forward`` accepts, plus the label spellings the collator maps."""
+    params = list(inspect.signature(model.forward).parameters)
+    return params + sorted(set(["label", "label_ids", *label_names]) - set(params))
+
+
+class RemoveColumnsCollator:
+    """Drops feature keys that ``forward`` does not take, before collating (for non-``datasets`` data)."""
+
+    def __init__(
+        self,
+        data_collator: Callable[[list[Any]], Any],
+        columns: Sequence[str],
+        model_name: str,
+        description: str,
+    ) -> None:
+        self.data_collator = data_collator
+        self.columns = set(columns)
+        self.model_name = model_name
+        self.description = description
+        self._reported = False
+
+    def _strip(self, feature: Any) -> Any:
+        if not isinstance(feature, Mapping):
+            return feature
+        kept = {k: v for k, v in feature.items() if k in self.columns}
+        if not self._reported:
+            dropped = sorted(set(feature) - self.columns)
+            if dropped:
+                logger.info(
+                    "%s set: columns %s are not arguments of %s.forward and were dropped",
+                    self.description,
+                    dropped,
+                    self.model_name,
+                )
+            if not kept:
+                raise ValueError(
+                    f"No column of the {self.description} set matches {self.model_name}.forward "
+                    f"(accepts: {sorted(self.columns)}; got: {sorted(feature)}). Rename the columns "
+                    "or set remove_unused_columns=False."
+                )
+            self._reported = True
+        return kept
+
+    def __call__(self, features: list[Any]) -> Any:
+        return self.data_collator([self._strip(f) for f in features])
+
+
+def remove_unused_dataset_columns(dataset: Any, columns: Sequence[str], model_name: str) -> Any:
+    """``datasets.Dataset`` form of the column removal."""
+    ignored = [c for c in dataset.column_names if c not in columns]
+    if len(ignored) == len(dataset.column_names):
+        raise ValueError(
+            f"No column of the dataset matches {model_name}.forward (accepts: {sorted(columns)}; "
+            f"got: {dataset.column_names}). Rename the columns or set remove_unused_columns=False."
+        )
+    return dataset.remove_columns(ignored) if ignored else dataset
+
+
+def seed_worker(worker_id: int, num_workers: int, rank: int) -> None:
+    """Give each dataloader worker its own reproducible seed (HF ``seed_worker``)."""
+    del worker_id, num_workers, rank
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def has_length(obj: Any) -> bool:
+    try:
+        return len(obj) is not None
+    except (TypeError, NotImplementedError, AttributeError):
+        return False
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices); optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)

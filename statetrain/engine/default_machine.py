@@ -1,0 +1,87 @@
+"""The default loop as data: HF's training flow, state by state, transition by transition.
+
+Act-on-flags after a step or an epoch end is a chain of optional states (log now; evaluate and
+save join the chain in later layers), each followed by the same "resume" transitions: back to the
+next window mid-epoch, to the epoch end when the epoch is over or a stop was requested, and at an
+epoch end on to the next epoch or to done.
+"""
+
+from __future__ import annotations
+
+from statetrain.engine.machine import Guard, MachineSpec, Transition
+from statetrain.states import (
+    AccumulateState,
+    DoneState,
+    EpochEndState,
+    EpochState,
+    InitState,
+    LogState,
+    OptimizeState,
+    StepState,
+)
+
+WINDOW_EMPTY = Guard("window empty", lambda run: not run.window)
+WINDOW_COMPLETE = Guard("window complete", lambda run: run.window_complete)
+WINDOW_HAS_MORE = Guard("window has more", lambda run: run.window_pos < len(run.window))
+STOP_REQUESTED = Guard("stop requested", lambda run: run.stop_requested)
+EPOCH_OVER = Guard(
+    "stop requested or epoch exhausted or max_steps reached",
+    lambda run: run.stop_requested or run.epoch_exhausted or run.budget_spent,
+)
+AT_EPOCH_END = Guard("at epoch end", lambda run: run.engine.epoch_ended)
+EPOCHS_REMAIN = Guard("epochs remain", lambda run: run.epochs_remaining)
+NOT_TRAINING_STOP = Guard(
+    "not should_training_stop", lambda run: not run.control.should_training_stop
+)
+SHOULD_LOG = Guard(
+    "should_log and step moved",
+    lambda run: run.control.should_log
+    and run.state.global_step > run.engine.globalstep_last_logged,
+)
+
+
+def resume_transitions(source: str) -> list[Transition]:
+    """Where the loop goes once the flag-driven work after a step or an epoch end is finished."""
+    return [
+        Transition(source, "next_epoch", "epoch", (AT_EPOCH_END, EPOCHS_REMAIN, NOT_TRAINING_STOP)),
+        Transition(source, "finish", "done", (AT_EPOCH_END,)),
+        Transition(source, "end_epoch", "epoch_end", (EPOCH_OVER,)),
+        Transition(source, "next_window", "step"),
+    ]
+
+
+def default_transitions() -> list[Transition]:
+    """The HF flow; order within a source is priority order."""
+    return [
+        Transition("init", "start", "epoch", (EPOCHS_REMAIN,)),
+        Transition("init", "finish", "done"),
+        Transition("epoch", "next_window", "step"),
+        Transition("step", "end_epoch", "epoch_end", (WINDOW_EMPTY,)),
+        Transition("step", "next_batch", "accumulate"),
+        Transition("accumulate", "update", "optimize", (WINDOW_COMPLETE,)),
+        Transition("accumulate", "end_epoch", "epoch_end", (STOP_REQUESTED,)),
+        Transition("accumulate", "next_batch", "accumulate", (WINDOW_HAS_MORE,)),
+        Transition("accumulate", "next_window", "step"),
+        Transition("optimize", "log", "log", (SHOULD_LOG,)),
+        Transition("optimize", "end_epoch", "epoch_end", (EPOCH_OVER,)),
+        Transition("optimize", "next_window", "step"),
+        *resume_transitions("log"),
+        Transition("epoch_end", "log", "log", (SHOULD_LOG,)),
+        Transition("epoch_end", "next_epoch", "epoch", (EPOCHS_REMAIN, NOT_TRAINING_STOP)),
+        Transition("epoch_end", "finish", "done"),
+    ]
+
+
+def default_machine() -> MachineSpec:
+    """The preset the Trainer assembles when no machine is given."""
+    states = [
+        InitState(),
+        EpochState(),
+        StepState(),
+        AccumulateState(),
+        OptimizeState(),
+        LogState(),
+        EpochEndState(),
+        DoneState(),
+    ]
+    return MachineSpec(states, default_transitions(), initial="init", final="done")

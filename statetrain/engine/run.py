@@ -1,0 +1,114 @@
+"""The run context: everything one ``train()`` call works on, handed to every state.
+
+Persisted parts live in ``state`` (HF's ``TrainerState``) and ``engine`` (``EngineState``); the rest
+is the live machinery (model, optimizer, data iterator, the current window) that a checkpoint
+rebuilds rather than stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.events.bus import EventBus
+from statetrain.events.event import Event
+
+if TYPE_CHECKING:
+    import torch
+
+    from statetrain.engine.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How long the run is, fixed before the first step (HF ``set_initial_training_values``)."""
+
+    num_train_epochs: int
+    num_update_steps_per_epoch: int
+    steps_in_epoch: int
+    """Micro-batches per epoch."""
+    max_steps: int
+    num_examples: int
+    num_train_samples: float
+    total_train_batch_size: int
+    gradient_accumulation_steps: int
+
+
+class Run:
+    """Mutable context of one training run. States read and write it; guards test it."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        plan: TrainingPlan,
+        state: TrainerState,
+        engine: EngineState,
+    ) -> None:
+        self.trainer = trainer
+        self.args = trainer.args
+        self.bus: EventBus = trainer.bus
+        self.accelerator = trainer.accelerator
+        self.plan = plan
+        self.state = state
+        self.engine = engine
+        self.refs: dict[str, Any] = trainer.callback_refs
+        # live machinery, filled by the init state
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.step_optimizer: Any = None
+        self.lr_scheduler: Any = None
+        self.train_dataloader: Any = None
+        self.scaler_in_use = False
+        # data position within the epoch
+        self.epoch_iterator: Any = None
+        self.update_step = 0
+        self.skip_batches = 0
+        self.epoch_had_batches = False
+        # the current accumulation window
+        self.window: list[Any] = []
+        self.window_pos = 0
+        self.num_items_in_batch: Any = None
+        self.window_complete = False
+        # running sums and per-step values
+        self.tr_loss: torch.Tensor | None = None
+        self.grad_norm: Any = None
+        self.learning_rate: float | None = None
+        self.current_flos = 0.0
+        self.start_time = 0.0
+        self.initial_global_step = state.global_step
+        self.output: Any = None
+
+    @property
+    def control(self) -> TrainerControl:
+        return self.trainer.control
+
+    @control.setter
+    def control(self, value: TrainerControl) -> None:
+        self.trainer.control = value
+
+    def fire(self, event: Event, **payload: Any) -> dict[str, Any]:
+        """Fire ``event`` with the HF trio and references; returns the (possibly replaced) payload."""
+        trainer = self.trainer
+        trainer.control = self.bus.fire(event, self.args, self.state, trainer.control, self.refs, payload)
+        return payload
+
+    # --- facts the guards read -----------------------------------------------------------------
+    @property
+    def stop_requested(self) -> bool:
+        control = self.trainer.control
+        return control.should_epoch_stop or control.should_training_stop
+
+    @property
+    def epoch_exhausted(self) -> bool:
+        return self.update_step >= self.plan.num_update_steps_per_epoch
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.state.global_step >= self.plan.max_steps
+
+    @property
+    def epochs_remaining(self) -> bool:
+        """Whether another epoch should start after the current one (or start at all)."""
+        next_epoch = self.engine.epoch_index + (1 if self.engine.epoch_ended else 0)
+        return next_epoch < self.plan.num_train_epochs

@@ -1,0 +1,118 @@
+"""Which arguments this version acts on. Anything else set to a non-default value is refused by name.
+
+HF users pass many arguments; silently ignoring one would train something other than what they
+asked for. So every field is either acted on, inert for the run (naming, hub, evaluation knobs
+that only matter to an evaluate state that is not there), or refused with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Acted on by the engine.
+IMPLEMENTED = frozenset(
+    {
+        "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+        "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs",
+        "max_steps", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "logging_strategy",
+        "logging_steps", "logging_first_step", "logging_nan_inf_filter", "seed", "data_seed",
+        "full_determinism", "use_cpu", "no_cuda", "disable_tqdm", "remove_unused_columns", "label_names",
+        "optim", "optim_args", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_drop_last",
+        "dataloader_persistent_workers", "dataloader_prefetch_factor", "accelerator_config",
+        "average_tokens_across_devices", "torch_empty_cache_steps", "train_sampling_strategy",
+        "bf16", "fp16", "save_strategy", "report_to",
+    }
+)
+
+# Inert for a training run without evaluation or checkpoints (HF ignores them there too).
+INERT = frozenset(
+    {
+        "run_name", "log_level", "log_level_replica", "log_on_each_node", "logging_dir", "project",
+        "trackio_space_id", "do_train", "do_eval", "do_predict", "per_device_eval_batch_size",
+        "prediction_loss_only", "eval_steps", "eval_delay", "eval_accumulation_steps",
+        "eval_do_concat_batches", "eval_use_gather_object", "save_steps", "save_total_limit",
+        "save_on_each_node", "save_only_model", "save_safetensors", "overwrite_output_dir",
+        "skip_memory_metrics", "local_rank", "ddp_backend", "ddp_timeout", "ddp_find_unused_parameters",
+        "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "hub_model_id", "hub_strategy", "hub_token",
+        "hub_private_repo", "hub_always_push", "hub_revision", "push_to_hub", "length_column_name",
+        "dataloader_in_order", "dataloader_multiprocessing_context", "place_model_on_device",
+        "greater_is_better", "include_for_metrics", "gradient_checkpointing_kwargs",
+        "activation_checkpointing_kwargs", "torch_compile_backend", "torch_compile_mode", "optim_target_modules",
+        "liger_kernel_config", "fsdp_config", "parallelism_config", "tf32",
+    }
+)
+
+# Refused with the capability they need, so nobody believes they took effect.
+NEEDS = {
+    "eval_strategy": "the evaluate state",
+    "eval_on_start": "the evaluate state",
+    "batch_eval_metrics": "the evaluate state",
+    "fp16_full_eval": "the evaluate state",
+    "bf16_full_eval": "the evaluate state",
+    "load_best_model_at_end": "checkpoints and the evaluate state",
+    "metric_for_best_model": "the evaluate state",
+    "restore_callback_states_from_checkpoint": "checkpoints",
+    "ignore_data_skip": "checkpoints",
+    "resume_from_checkpoint": "checkpoints",
+    "enable_jit_checkpoint": "checkpoints",
+    "label_smoothing_factor": "the label smoother",
+    "neftune_noise_alpha": "NEFTune",
+    "torch_compile": "torch.compile support",
+    "gradient_checkpointing": "gradient checkpointing",
+    "activation_checkpointing": "gradient checkpointing",
+    "group_by_length": "the length-grouped sampler",
+    "auto_find_batch_size": "automatic batch size search",
+    "include_num_input_tokens_seen": "input token counting",
+    "lr_scheduler_kwargs": "the scheduler registry",
+    "fsdp": "FSDP through accelerate",
+    "deepspeed": "DeepSpeed through accelerate",
+    "use_liger_kernel": "Liger kernels",
+    "debug": "debug modes",
+    "jit_mode_eval": "the evaluate state",
+}
+
+SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {
+    "optim": ("adamw_torch", "adamw_torch_fused"),
+    "lr_scheduler_type": ("linear",),
+    "train_sampling_strategy": ("random", "sequential"),
+    "save_strategy": ("no",),
+    "report_to": ("none",),
+}
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def check_supported_arguments(args: Any) -> None:
+    """Refuse, by name, every non-default argument this version would otherwise ignore."""
+    for name, value in args.non_default_fields().items():
+        if name in IMPLEMENTED or name in INERT:
+            continue
+        need = NEEDS.get(name, "a capability this version does not implement")
+        raise NotImplementedError(
+            f"TrainingArguments.{name}={value!r} needs {need}, which this version of statetrain "
+            f"does not have yet; leave {name} at its default"
+        )
+    for name, allowed in SUPPORTED_VALUES.items():
+        if name == "save_strategy":
+            continue  # decided at train(): HF's default "steps" only matters once a step saves
+        value = getattr(args, name, None)
+        values = [_plain(v) for v in value] if isinstance(value, (list, tuple)) else [_plain(value)]
+        if name == "report_to" and values in ([], ["none"]):
+            continue
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise NotImplementedError(
+                f"TrainingArguments.{name}={bad[0]!r} is not implemented yet; supported: {list(allowed)}"
+            )
+
+
+def check_supported_at_train(args: Any) -> None:
+    """Checkpoints do not exist yet: a save strategy other than "no" would be silently skipped."""
+    strategy = _plain(args.save_strategy)
+    if strategy != "no":
+        raise NotImplementedError(
+            f"TrainingArguments.save_strategy={strategy!r} needs checkpoints (the save state), which "
+            "this version of statetrain does not have yet; pass save_strategy='no'"
+        )

@@ -1,0 +1,597 @@
+"""The ``Trainer`` facade: HF's constructor and methods, assembling the default machine.
+
+It builds the parts (accelerator, data, optimizer, schedule, bus), keeps HF's overridable methods
+(``training_step``, ``compute_loss``, ``get_train_dataloader``...), and hands a :class:`Run` to the
+generic driver. The loop itself lives in the states; nothing here decides the flow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
+
+from statetrain.callbacks.flow import DefaultFlowCallback
+from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
+from statetrain.engine.accel import build_accelerator
+from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.engine.data import (
+    RemoveColumnsCollator,
+    default_data_collator,
+    remove_unused_dataset_columns,
+    seed_worker,
+    set_seed,
+    signature_columns,
+)
+from statetrain.engine.default_machine import default_machine
+from statetrain.engine.driver import drive
+from statetrain.engine.machine import MachineSpec
+from statetrain.engine.metrics import TrainOutput
+from statetrain.engine.optim import (
+    adamw_class_and_kwargs,
+    decay_parameter_names,
+    grouped_parameters,
+    linear_schedule_with_warmup,
+    parse_optim_args,
+)
+from statetrain.engine.plan import plan_training
+from statetrain.engine.run import Run
+from statetrain.engine.support import check_supported_arguments, check_supported_at_train
+from statetrain.engine.training_args import TrainingArguments
+from statetrain.events.bus import EventBus, Handler
+from statetrain.events.event import Event
+from statetrain.events.filters import FilteredEvent
+
+logger = logging.getLogger(__name__)
+
+CAUSAL_LM_LOSS_TYPES = {"ForCausalLM", "ForCausalLMLoss"}
+
+
+class Trainer:
+    """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        data_collator: Callable[[list[Any]], Any] | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        model_init: Callable[..., nn.Module] | None = None,
+        compute_loss_func: Callable[..., torch.Tensor] | None = None,
+        compute_metrics: Callable[[Any], dict[str, float]] | None = None,
+        callbacks: list[Any] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        machine: MachineSpec | None = None,
+    ) -> None:
+        if args is None:
+            args = TrainingArguments(output_dir="tmp_trainer")
+        self.args = args
+        check_supported_arguments(args)
+        for name, value in (
+            ("eval_dataset", eval_dataset),
+            ("compute_metrics", compute_metrics),
+            ("preprocess_logits_for_metrics", preprocess_logits_for_metrics),
+        ):
+            if value is not None:
+                raise NotImplementedError(
+                    f"Trainer argument {name!r} needs the evaluate state, which this version of "
+                    "statetrain does not have yet; leave it unset"
+                )
+        set_seed(args.seed, deterministic=bool(args.full_determinism))
+        self.accelerator = build_accelerator(args)
+        self._wrap_backward_with_events()
+
+        if model is None:
+            if model_init is None:
+                raise RuntimeError("Trainer requires either a `model` or a `model_init` argument")
+            self.model_init: Callable[..., nn.Module] | None = model_init
+            model = self.call_model_init()
+        elif model_init is not None:
+            raise ValueError("Trainer requires either a `model` or a `model_init` argument, not both")
+        else:
+            self.model_init = None
+        self.model = model.to(args.device)
+        self.model_wrapped = self.model
+        self._inspect_model(self.model)
+
+        self.processing_class = processing_class
+        self.data_collator = data_collator if data_collator is not None else default_data_collator
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.compute_loss_func = compute_loss_func
+        self.compute_metrics = compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.loss_is_scaled_for_ga: bool | None = None
+
+        self.optimizer, self.lr_scheduler = optimizers
+        if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
+            raise ValueError(
+                "Pass either `optimizers` (a built optimizer) or `optimizer_cls_and_kwargs`, not both"
+            )
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        self._created_lr_scheduler = False
+
+        self.bus = EventBus()
+        self.callback_refs: dict[str, Any] = {
+            "model": self.model,
+            "processing_class": self.processing_class,
+            "optimizer": self.optimizer,
+            "lr_scheduler": self.lr_scheduler,
+            "train_dataloader": None,
+            "eval_dataloader": None,
+        }
+        for callback in [DefaultFlowCallback, *(callbacks or [])]:
+            self.bus.add_callback(callback)
+        self.bus.add_callback(PrinterCallback if args.disable_tqdm else ProgressCallback)
+
+        self.machine = machine if machine is not None else default_machine()
+        self.machine.validate()
+
+        self.state = TrainerState(
+            is_local_process_zero=self.is_local_process_zero(),
+            is_world_process_zero=self.is_world_process_zero(),
+        )
+        self.control = TrainerControl()
+        self.current_gradient_accumulation_steps = 1
+        self.current_flos = 0.0
+        self.is_in_train = False
+        self._signature_columns: list[str] | None = None
+        self._train_batch_size = args.train_batch_size
+        self.control = self.bus.fire(
+            Event.ON_INIT_END, args, self.state, self.control, self.callback_refs
+        )
+
+    # --- model introspection ------------------------------------------------------------------
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        assert self.model_init is not None
+        params = inspect.signature(self.model_init).parameters
+        model = self.model_init() if len(params) == 0 else self.model_init(trial)
+        if model is None:
+            raise RuntimeError("model_init returned None")
+        return model
+
+    def _inspect_model(self, model: nn.Module) -> None:
+        """Loss kwargs, label names and the causal shift, read once from the model (HF rules)."""
+        if hasattr(model, "accepts_loss_kwargs"):
+            self.model_accepts_loss_kwargs = bool(model.accepts_loss_kwargs)
+        else:
+            params = inspect.signature(model.forward).parameters.values()
+            self.model_accepts_loss_kwargs = any(p.kind == p.VAR_KEYWORD for p in params)
+        names = list(inspect.signature(type(model).forward).parameters)
+        if "QuestionAnswering" in type(model).__name__:
+            default_labels = [p for p in names if "label" in p or p in ("start_positions", "end_positions")]
+        else:
+            default_labels = [p for p in names if "label" in p]
+        self.label_names = list(self.args.label_names) if self.args.label_names is not None else default_labels
+        config = getattr(model, "config", None)
+        self._loss_shifts_labels = getattr(model, "loss_type", None) in CAUSAL_LM_LOSS_TYPES and not getattr(
+            config, "is_encoder_decoder", False
+        )
+
+    # --- callbacks ----------------------------------------------------------------------------
+    @property
+    def callback_handler(self) -> EventBus:
+        """HF code reads ``trainer.callback_handler.callbacks``; the bus is the handler here."""
+        return self.bus
+
+    def add_callback(self, callback: Any, priority: int = 0) -> None:
+        """Add an HF-style callback object or class (HF ``add_callback``)."""
+        self.bus.add_callback(callback, priority=priority)
+
+    def pop_callback(self, callback: Any) -> Any:
+        """Remove and return a callback, given an instance or a class (HF ``pop_callback``)."""
+        return self.bus.pop_callback(callback)
+
+    def remove_callback(self, callback: Any) -> None:
+        """Remove a callback, given an instance or a class (HF ``remove_callback``)."""
+        self.bus.remove_callback(callback)
+
+    def on(self, event: Event | FilteredEvent, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Subscribe a function to one event (``every=``, ``once=``, ``when=``, ``priority=``)."""
+        return self.bus.on(event, fn, **options)
+
+    def off(self, handle: Handler) -> None:
+        self.bus.off(handle)
+
+    def _fire(self, event: Event, **payload: Any) -> dict[str, Any]:
+        self.control = self.bus.fire(event, self.args, self.state, self.control, self.callback_refs, payload)
+        return payload
+
+    # --- process roles ------------------------------------------------------------------------
+    def is_local_process_zero(self) -> bool:
+        return bool(self.args.local_process_index == 0)
+
+    def is_world_process_zero(self) -> bool:
+        return bool(self.args.process_index == 0)
+
+    # --- data ---------------------------------------------------------------------------------
+    def _get_signature_columns(self) -> list[str]:
+        if self._signature_columns is None:
+            self._signature_columns = signature_columns(self.model, self.label_names)
+        return self._signature_columns
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int] | None:
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            return None
+        if str(getattr(self.args, "train_sampling_strategy", "random")) == "sequential":
+            return SequentialSampler(dataset)
+        return RandomSampler(dataset)
+
+    def get_train_dataloader(self) -> DataLoader[Any]:
+        """The prepared training loader: HF's sampler and seeding, so batches match HF's."""
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        dataset, collator = self._apply_column_removal(self.train_dataset, "training")
+        params: dict[str, Any] = {
+            "batch_size": self._train_batch_size,
+            "collate_fn": collator,
+            "num_workers": self.args.dataloader_num_workers,
+            "pin_memory": self.args.dataloader_pin_memory,
+            "persistent_workers": self.args.dataloader_persistent_workers,
+        }
+        if self.args.dataloader_num_workers > 0:
+            params["prefetch_factor"] = self.args.dataloader_prefetch_factor
+        if not isinstance(dataset, IterableDataset):
+            params["sampler"] = self._get_train_sampler(dataset)
+            params["drop_last"] = self.args.dataloader_drop_last
+            params["worker_init_fn"] = functools.partial(
+                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+            )
+        return self.accelerator.prepare(DataLoader(dataset, **params))
+
+    def _apply_column_removal(self, dataset: Any, description: str) -> tuple[Any, Callable[..., Any]]:
+        collator = self.data_collator
+        if not self.args.remove_unused_columns:
+            return dataset, collator
+        columns = self._get_signature_columns()
+        if hasattr(dataset, "column_names") and hasattr(dataset, "remove_columns"):
+            return remove_unused_dataset_columns(dataset, columns, type(self.model).__name__), collator
+        return dataset, RemoveColumnsCollator(collator, columns, type(self.model).__name__, description)
+
+    def num_examples(self, dataloader: DataLoader[Any]) -> int:
+        try:
+            return len(dataloader.dataset)  # type: ignore[arg-type]
+        except (TypeError, AttributeError, NameError):
+            return len(dataloader) * self.args.per_device_train_batch_size
+
+    # --- optimizer and schedule ---------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW (``adamw_torch``/``adamw_torch_fused``) over HF's decay / no-decay groups."""
+        target = self.model if model is None else model
+        if self.optimizer is None:
+            if self.optimizer_cls_and_kwargs is not None:
+                optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
+                kwargs = dict(kwargs)
+            else:
+                optimizer_cls, kwargs = adamw_class_and_kwargs(self.args)
+                kwargs.update({k: _parse_number(v) for k, v in parse_optim_args(self.args.optim_args).items()})
+            groups = grouped_parameters(target, self.args.weight_decay)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """Linear warmup and decay (HF ``linear``), created once per ``train()``."""
+        if self.lr_scheduler is None:
+            target = self.optimizer if optimizer is None else optimizer
+            assert target is not None
+            self.lr_scheduler = linear_schedule_with_warmup(
+                target, self.args.get_warmup_steps(num_training_steps), num_training_steps
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps)
+
+    @property
+    def scheduler_steps_on_metrics(self) -> bool:
+        """A plateau scheduler steps on evaluation metrics, not after every optimizer step."""
+        return isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def get_learning_rate(self) -> float:
+        if self.scheduler_steps_on_metrics:
+            assert self.optimizer is not None
+            lr = self.optimizer.param_groups[0]["lr"]
+        else:
+            lr = self.lr_scheduler.get_last_lr()[0]
+        return float(lr.item()) if torch.is_tensor(lr) else float(lr)
+
+    _get_learning_rate = get_learning_rate
+
+    # --- training -----------------------------------------------------------------------------
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
+        if resume_from_checkpoint not in (None, False):
+            raise NotImplementedError(
+                "train(resume_from_checkpoint=...) needs checkpoints, which this version of "
+                "statetrain does not have yet"
+            )
+        if trial is not None:
+            raise NotImplementedError("train(trial=...): hyperparameter search is not supported")
+        del ignore_keys_for_eval  # only used by the evaluate state, not present yet
+        args = self.args
+        check_supported_at_train(args)
+        self.is_in_train = True
+        if self.model_init is not None:
+            set_seed(args.seed, deterministic=bool(args.full_determinism))
+            self.model = self.call_model_init().to(args.device)
+            self.model_wrapped = self.model
+            self._inspect_model(self.model)
+            self.optimizer, self.lr_scheduler = None, None
+        if self._created_lr_scheduler:
+            self.lr_scheduler = None
+            self._created_lr_scheduler = False
+
+        train_dataloader = self.get_train_dataloader()
+        plan = plan_training(args, train_dataloader, self._train_batch_size, self.num_examples)
+        self.state = TrainerState(
+            train_batch_size=self._train_batch_size,
+            max_steps=plan.max_steps,
+            num_train_epochs=plan.num_train_epochs,
+            is_local_process_zero=self.is_local_process_zero(),
+            is_world_process_zero=self.is_world_process_zero(),
+        )
+        self.state.compute_steps(args, plan.max_steps)
+        run = Run(self, plan, self.state, EngineState())
+        self._prepare_run(run, train_dataloader)
+        self._run = run
+        try:
+            drive(self.machine, run)
+        finally:
+            self.is_in_train = False
+        assert isinstance(run.output, TrainOutput)
+        return run.output
+
+    def _prepare_run(self, run: Run, train_dataloader: Any) -> None:
+        """Optimizer, ``accelerator.prepare``, schedule; then the fast paths the configuration allows."""
+        from accelerate.optimizer import AcceleratedOptimizer
+        from accelerate.utils import DistributedType
+
+        if isinstance(self.optimizer, AcceleratedOptimizer):
+            self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
+        self.create_optimizer()
+        model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.optimizer = optimizer
+        self.model_wrapped = model
+        run.model = model
+        run.optimizer = optimizer
+        run.train_dataloader = train_dataloader
+        run.scaler_in_use = self.accelerator.scaler is not None
+        # accelerate's optimizer wrapper only adds work (an importlib lookup per step) unless it
+        # has a grad scaler or XLA to serve; step the wrapped optimizer directly otherwise.
+        direct = (
+            isinstance(optimizer, AcceleratedOptimizer)
+            and not run.scaler_in_use
+            and self.accelerator.distributed_type != DistributedType.XLA
+        )
+        run.step_optimizer = optimizer.optimizer if direct else optimizer
+        # The schedule binds to the object that is stepped, so torch sees its steps in order.
+        self.create_scheduler(run.plan.max_steps, optimizer=run.step_optimizer)
+        run.lr_scheduler = self.lr_scheduler
+        raw = getattr(optimizer, "optimizer", optimizer)
+        self._optimizer_train_mode = callable(getattr(raw, "train", None))
+        self.callback_refs.update(
+            model=self.model,
+            optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+            train_dataloader=train_dataloader,
+        )
+
+    def run_training_step(self, model: nn.Module, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
+        """``training_step`` bracketed by the after-backward event (the state calls this)."""
+        loss = self.training_step(model, inputs, num_items_in_batch)
+        if self.bus.wants(Event.ON_AFTER_BACKWARD):
+            loss = self._fire(Event.ON_AFTER_BACKWARD, inputs=inputs, loss=loss)["loss"]
+        return loss
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """Forward, loss and backward of one micro-batch (HF semantics); returns the detached loss."""
+        model.train()
+        if self._optimizer_train_mode:
+            self.optimizer.train()  # type: ignore[union-attr]
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        del inputs
+        steps = self.args.torch_empty_cache_steps
+        if steps is not None and self.state.global_step % steps == 0 and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.args.n_gpu > 1:
+            loss = loss.mean()
+        if self.loss_is_scaled_for_ga is not None:
+            scaled = self.loss_is_scaled_for_ga
+        else:
+            scaled = (
+                self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or self.compute_loss_func is not None
+        if not scaled:
+            loss = loss / self.current_gradient_accumulation_steps
+        self.accelerator.backward(loss)
+        return loss.detach()
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """The model's loss (or ``compute_loss_func``'s), with the before/after forward and loss events."""
+        bus = self.bus
+        if bus.wants(Event.ON_BEFORE_FORWARD):
+            inputs = self._fire(Event.ON_BEFORE_FORWARD, inputs=inputs)["inputs"]
+        if self.compute_loss_func is not None and "labels" in inputs:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+        else:
+            labels = None
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        if bus.wants(Event.ON_AFTER_FORWARD):
+            outputs = self._fire(Event.ON_AFTER_FORWARD, inputs=inputs, outputs=outputs)["outputs"]
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        else:
+            loss = _loss_from_outputs(outputs, inputs, type(model).__name__)
+        if (
+            self.args.average_tokens_across_devices
+            and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
+            and num_items_in_batch is not None
+            and self.accelerator.num_processes > 1
+        ):
+            loss = loss * self.accelerator.num_processes
+        if bus.wants(Event.ON_AFTER_LOSS):
+            loss = self._fire(Event.ON_AFTER_LOSS, inputs=inputs, outputs=outputs, loss=loss)["loss"]
+        return (loss, outputs) if return_outputs else loss
+
+    def compute_loss_context_manager(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast comes from accelerate's prepared model, so nothing is added here (as HF)."""
+        return contextlib.nullcontext()
+
+    def _wrap_backward_with_events(self) -> None:
+        """Fire before-backward at the backward boundary, even inside an overridden ``training_step``."""
+        accelerator = self.accelerator
+        original = accelerator.backward
+
+        def backward(loss: torch.Tensor, **kwargs: Any) -> None:
+            if self.bus.wants(Event.ON_BEFORE_BACKWARD):
+                loss = self._fire(Event.ON_BEFORE_BACKWARD, loss=loss)["loss"]
+            original(loss, **kwargs)
+
+        accelerator.backward = backward  # type: ignore[method-assign]
+
+    def _prepare_input(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return type(data)({k: self._prepare_input(v) for k, v in data.items()})  # type: ignore[call-arg]
+        if isinstance(data, (tuple, list)):
+            return type(data)(self._prepare_input(v) for v in data)
+        if isinstance(data, torch.Tensor):
+            return data.to(device=self.args.device)
+        return data
+
+    def _prepare_inputs(self, inputs: Any) -> Any:
+        inputs = self._prepare_input(inputs)
+        if len(inputs) == 0:
+            raise ValueError(
+                "The batch is empty: the training dataset holds no key the model accepts "
+                f"({', '.join(self._get_signature_columns())})"
+            )
+        return inputs
+
+    def get_batch_samples(
+        self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
+    ) -> tuple[list[Any], Any]:
+        """Fetch one window of up to ``num_batches`` micro-batches and count its label items."""
+        batches: list[Any] = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        return batches, self._get_num_items_in_batch(batches, device)
+
+    def _get_num_items_in_batch(self, batches: list[Any], device: torch.device) -> Any:
+        """Labels != -100 over the whole window (shifted for causal LMs), summed across processes."""
+        if not batches or not isinstance(batches[0], Mapping) or "labels" not in batches[0]:
+            return None
+        if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            return None
+        try:
+            counted = [
+                b["shift_labels"] if "shift_labels" in b
+                else b["labels"][..., 1:] if self._loss_shifts_labels
+                else b["labels"]
+                for b in batches
+            ]
+            num_items: Any = sum(labels.ne(-100).sum() for labels in counted)
+        except (TypeError, AttributeError):
+            return None
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            num_items = self.accelerator.gather(num_items.to(device)).sum()
+        if torch.is_tensor(num_items):
+            num_items = num_items.to(device)
+        return num_items
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
+        """Clip to ``max_norm`` (``inf`` only measures); returns the pre-clip total norm."""
+        return self.accelerator.clip_grad_norm_(model.parameters(), max_norm)
+
+    def mean_across_processes(self, value: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes > 1:
+            return self.accelerator.gather(value).mean()
+        return value
+
+    def floating_point_ops(self, inputs: Any) -> float:
+        fn = getattr(self.model, "floating_point_ops", None)
+        return float(fn(inputs)) if callable(fn) else 0.0
+
+    def store_flos(self, run: Run | None = None) -> None:
+        flos = run.current_flos if run is not None else self.current_flos
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(torch.tensor(flos, device=self.args.device), "sum")
+            flos = float(total.item())
+        self.state.total_flos += flos
+        if run is not None:
+            run.current_flos = 0.0
+        self.current_flos = 0.0
+
+    def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
+        """Append ``logs`` (+ epoch, step) to ``state.log_history`` and fire ``on_log``."""
+        if self.state.epoch is not None:
+            logs["epoch"] = self.state.epoch
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self._fire(Event.ON_LOG, logs=logs)
+
+
+def _loss_from_outputs(outputs: Any, inputs: Mapping[str, Any], model_name: str) -> torch.Tensor:
+    if isinstance(outputs, Mapping):
+        if "loss" not in outputs or outputs["loss"] is None:
+            raise ValueError(
+                f"{model_name} returned no loss (output keys: {', '.join(outputs.keys())}; input keys: "
+                f"{', '.join(inputs.keys())}). Pass labels the model accepts, or give the Trainer a "
+                "compute_loss_func. A bare base model without a head cannot be trained."
+            )
+        return outputs["loss"]
+    if isinstance(outputs, (tuple, list)):
+        return outputs[0]
+    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
+        return outputs
+    raise ValueError(
+        f"{model_name} returned {type(outputs).__name__}; the Trainer needs a loss: a dict with "
+        "'loss', a tuple whose first element is the loss, or a scalar tensor"
+    )
+
+
+def _parse_number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    if text in ("True", "False"):
+        return text == "True"
+    return text

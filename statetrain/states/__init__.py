@@ -1,0 +1,23 @@
+"""Reusable states of the training loop, one module each."""
+
+from statetrain.states.accumulate import AccumulateState
+from statetrain.states.base import State
+from statetrain.states.done import DoneState
+from statetrain.states.epoch import EpochState
+from statetrain.states.epoch_end import EpochEndState
+from statetrain.states.init import InitState
+from statetrain.states.log import LogState
+from statetrain.states.optimize import OptimizeState
+from statetrain.states.step import StepState
+
+__all__ = [
+    "AccumulateState",
+    "DoneState",
+    "EpochEndState",
+    "EpochState",
+    "InitState",
+    "LogState",
+    "OptimizeState",
+    "State",
+    "StepState",
+]

@@ -1,0 +1,32 @@
+"""The contract of a state: one entry point that does the state's work on the run context."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from statetrain.events.event import Event
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class State(ABC):
+    """A reusable piece of the loop.
+
+    A state reads and writes only the :class:`~statetrain.engine.run.Run` it is given; it never
+    imports another state and never chooses the next state: the machine's guarded transitions do.
+    ``reads``, ``writes`` and ``fires`` document the contract (and the docs list them).
+    """
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    fires: ClassVar[tuple[Event, ...]] = ()
+
+    @abstractmethod
+    def run(self, run: Run) -> None:
+        """Do this state's work."""
+
+    def __repr__(self) -> str:
+        return f"<state {self.name}>"

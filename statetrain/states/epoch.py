@@ -1,0 +1,43 @@
+"""epoch: begin an epoch: announce it, then position the data iterator for it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from statetrain.events.event import Event
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+def set_loader_epoch(dataloader: Any, epoch: int) -> None:
+    """Reseed the sampler for ``epoch`` (accelerate's loader does not reach a wrapped batch sampler)."""
+    if hasattr(dataloader, "set_epoch"):
+        dataloader.set_epoch(epoch)
+    inner = getattr(getattr(dataloader, "batch_sampler", None), "batch_sampler", None)
+    if hasattr(inner, "set_epoch"):
+        inner.set_epoch(epoch)
+
+
+class EpochState(State):
+    """Moves the context to the next epoch (or the first), fires ``on_epoch_begin``, builds the iterator."""
+
+    name = "epoch"
+    reads = ("engine.epoch_ended", "engine.batches_in_epoch", "train_dataloader")
+    writes = ("engine.epoch_index", "epoch_iterator", "update_step", "grad_norm", "learning_rate")
+    fires = (Event.ON_EPOCH_BEGIN,)
+
+    def run(self, run: Run) -> None:
+        engine = run.engine
+        if engine.epoch_ended:
+            engine.epoch_index += 1
+            engine.epoch_ended = False
+            engine.batches_in_epoch = 0
+        run.grad_norm = None
+        run.learning_rate = None
+        run.fire(Event.ON_EPOCH_BEGIN)
+        set_loader_epoch(run.train_dataloader, engine.epoch_index)
+        run.epoch_iterator = iter(run.train_dataloader)
+        run.update_step = engine.batches_in_epoch // run.plan.gradient_accumulation_steps
+        run.epoch_had_batches = engine.batches_in_epoch > 0

@@ -1,0 +1,38 @@
+"""log: report the mean loss since the last log, the grad norm and the learning rate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class LogState(State):
+    """Drains the running loss sum into one log entry (the only host sync of the loss)."""
+
+    name = "log"
+    reads = ("tr_loss", "grad_norm", "learning_rate", "engine.globalstep_last_logged")
+    writes = ("state.log_history", "engine.total_loss_scalar", "engine.globalstep_last_logged")
+
+    def run(self, run: Run) -> None:
+        state, engine, trainer = run.state, run.engine, run.trainer
+        tr_loss = run.tr_loss
+        assert tr_loss is not None
+        scalar = trainer.mean_across_processes(tr_loss).item()
+        tr_loss -= tr_loss
+        logs: dict[str, Any] = {"loss": scalar / (state.global_step - engine.globalstep_last_logged)}
+        grad_norm = run.grad_norm
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
+        logs["learning_rate"] = (
+            run.learning_rate if run.learning_rate is not None else trainer.get_learning_rate()
+        )
+        engine.total_loss_scalar += scalar
+        engine.globalstep_last_logged = state.global_step
+        trainer.store_flos(run)
+        trainer.log(logs, run.start_time)

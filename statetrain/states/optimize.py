@@ -1,0 +1,53 @@
+"""optimize: clip, step the optimizer and the schedule, zero the gradients, count the step."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from statetrain.events.event import Event
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+def will_log(run: Run, next_step: int) -> bool:
+    """Whether the flow's schedule logs ``next_step``: only then is an unclipped grad norm worth a sync."""
+    args, state = run.args, run.state
+    if next_step == 1 and args.logging_first_step:
+        return True
+    if args.logging_strategy == "steps":
+        return next_step % state.logging_steps == 0
+    if args.logging_strategy == "epoch":
+        return run.update_step == run.plan.num_update_steps_per_epoch - 1
+    return False
+
+
+class OptimizeState(State):
+    """HF order: clip → on_pre_optimizer_step → step → on_optimizer_step → schedule → zero_grad → count → on_step_end."""
+
+    name = "optimize"
+    reads = ("model", "step_optimizer", "lr_scheduler", "engine.batches_in_epoch")
+    writes = ("grad_norm", "learning_rate", "state.global_step", "state.epoch", "update_step")
+    fires = (Event.ON_PRE_OPTIMIZER_STEP, Event.ON_OPTIMIZER_STEP, Event.ON_STEP_END)
+
+    def run(self, run: Run) -> None:
+        args, state, engine, trainer = run.args, run.state, run.engine, run.trainer
+        model = run.model
+        grad_norm: Any = None
+        if args.max_grad_norm > 0:
+            grad_norm = trainer.clip_grad_norm(model, args.max_grad_norm)
+        elif will_log(run, state.global_step + 1):
+            grad_norm = trainer.clip_grad_norm(model, float("inf"))
+        run.grad_norm = grad_norm
+        run.fire(Event.ON_PRE_OPTIMIZER_STEP)
+        run.step_optimizer.step()
+        run.fire(Event.ON_OPTIMIZER_STEP)
+        run.learning_rate = trainer.get_learning_rate()
+        if not (run.scaler_in_use and run.optimizer.step_was_skipped) and not trainer.scheduler_steps_on_metrics:
+            run.lr_scheduler.step()
+        model.zero_grad()
+        state.global_step += 1
+        state.epoch = engine.epoch_index + engine.batches_in_epoch / run.plan.steps_in_epoch
+        run.update_step += 1
+        run.fire(Event.ON_STEP_END)

@@ -1,0 +1,35 @@
+"""step: fetch the next accumulation window whole, and announce ``on_step_begin``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from statetrain.events.event import Event
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class StepState(State):
+    """Windows never span epochs: the last one of an epoch holds the remainder of micro-batches."""
+
+    name = "step"
+    reads = ("update_step", "epoch_iterator", "plan")
+    writes = ("window", "window_pos", "num_items_in_batch")
+    fires = (Event.ON_STEP_BEGIN,)
+
+    def run(self, run: Run) -> None:
+        plan = run.plan
+        accumulation = plan.gradient_accumulation_steps
+        size = accumulation
+        if run.update_step == plan.num_update_steps_per_epoch - 1:
+            size = plan.steps_in_epoch % accumulation or accumulation
+        trainer = run.trainer
+        run.window, run.num_items_in_batch = trainer.get_batch_samples(
+            run.epoch_iterator, size, run.args.device
+        )
+        run.window_pos = 0
+        trainer.current_gradient_accumulation_steps = len(run.window)
+        if run.window:
+            run.fire(Event.ON_STEP_BEGIN)
