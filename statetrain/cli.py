@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--epochs", type=float, default=8)
     demo.add_argument("--no-progress", action="store_true", help="print logs instead of a progress bar")
     diagram = sub.add_parser("diagram", help="print a machine's Mermaid state diagram")
-    diagram.add_argument("machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)")
+    diagram.add_argument(
+        "machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)"
+    )
     options = parser.parse_args(argv)
 
     if options.command == "diagram":

@@ -41,8 +41,10 @@ def load_digits_splits(seed: int = 0, test_fraction: float = 0.2) -> tuple[list[
     targets = torch.tensor(digits.target, dtype=torch.long)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     cut = int(len(images) * (1 - test_fraction))
+
     def rows(idx: torch.Tensor) -> list[dict[str, Any]]:
         return [{"pixel_values": images[i], "label": int(targets[i])} for i in idx.tolist()]
+
     return rows(order[:cut]), rows(order[cut:])
 
 

@@ -30,13 +30,10 @@ EPOCH_OVER = Guard(
 )
 AT_EPOCH_END = Guard("at epoch end", lambda run: run.engine.epoch_ended)
 EPOCHS_REMAIN = Guard("epochs remain", lambda run: run.epochs_remaining)
-NOT_TRAINING_STOP = Guard(
-    "not should_training_stop", lambda run: not run.control.should_training_stop
-)
+NOT_TRAINING_STOP = Guard("not should_training_stop", lambda run: not run.control.should_training_stop)
 SHOULD_LOG = Guard(
     "should_log and step moved",
-    lambda run: run.control.should_log
-    and run.state.global_step > run.engine.globalstep_last_logged,
+    lambda run: run.control.should_log and run.state.global_step > run.engine.globalstep_last_logged,
 )
 
 

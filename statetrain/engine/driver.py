@@ -53,8 +53,7 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None) -> None:
         else:
             outgoing = [t.label for t in spec.transitions_from(name)]
             raise StalledMachineError(
-                f"state {name!r} has no enabled transition (tried {outgoing}); "
-                "the loop would stall here"
+                f"state {name!r} has no enabled transition (tried {outgoing}); the loop would stall here"
             )
 
 

@@ -23,9 +23,7 @@ def parameter_names_outside(
     for child_name, child in model.named_children():
         for inner in parameter_names_outside(child, forbidden_types, forbidden_patterns):
             full = f"{child_name}.{inner}"
-            if not isinstance(child, forbidden_types) and not any(
-                p.search(full.lower()) for p in forbidden_patterns
-            ):
+            if not isinstance(child, forbidden_types) and not any(p.search(full.lower()) for p in forbidden_patterns):
                 names.append(full)
     names += [k for k in model._parameters if not any(p.search(k.lower()) for p in forbidden_patterns)]
     return names

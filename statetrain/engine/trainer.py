@@ -91,6 +91,7 @@ class Trainer:
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self.accelerator = build_accelerator(args)
         self._wrap_backward_with_events()
+        self._wrap_compute_loss_with_events()
 
         if model is None:
             if model_init is None:
@@ -116,9 +117,7 @@ class Trainer:
 
         self.optimizer, self.lr_scheduler = optimizers
         if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
-            raise ValueError(
-                "Pass either `optimizers` (a built optimizer) or `optimizer_cls_and_kwargs`, not both"
-            )
+            raise ValueError("Pass either `optimizers` (a built optimizer) or `optimizer_cls_and_kwargs`, not both")
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self._created_lr_scheduler = False
 
@@ -148,15 +147,15 @@ class Trainer:
         self.is_in_train = False
         self._signature_columns: list[str] | None = None
         self._train_batch_size = args.train_batch_size
-        self.control = self.bus.fire(
-            Event.ON_INIT_END, args, self.state, self.control, self.callback_refs
-        )
+        self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
 
     # --- model introspection ------------------------------------------------------------------
     def call_model_init(self, trial: Any = None) -> nn.Module:
         assert self.model_init is not None
-        params = inspect.signature(self.model_init).parameters
-        model = self.model_init() if len(params) == 0 else self.model_init(trial)
+        count = len(inspect.signature(self.model_init).parameters)
+        if count > 1:
+            raise RuntimeError(f"model_init must take 0 or 1 argument (the trial), it takes {count}")
+        model = self.model_init() if count == 0 else self.model_init(trial)
         if model is None:
             raise RuntimeError("model_init returned None")
         return model
@@ -405,9 +404,7 @@ class Trainer:
             loss = self._fire(Event.ON_AFTER_BACKWARD, inputs=inputs, loss=loss)["loss"]
         return loss
 
-    def training_step(
-        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
-    ) -> torch.Tensor:
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         """Forward, loss and backward of one micro-batch (HF semantics); returns the detached loss."""
         model.train()
         if self._optimizer_train_mode:
@@ -439,10 +436,8 @@ class Trainer:
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """The model's loss (or ``compute_loss_func``'s), with the before/after forward and loss events."""
+        """The model's loss (or ``compute_loss_func``'s), firing after-forward and after-loss (HF semantics)."""
         bus = self.bus
-        if bus.wants(Event.ON_BEFORE_FORWARD):
-            inputs = self._fire(Event.ON_BEFORE_FORWARD, inputs=inputs)["inputs"]
         if self.compute_loss_func is not None and "labels" in inputs:
             inputs = dict(inputs)
             labels = inputs.pop("labels")
@@ -464,9 +459,45 @@ class Trainer:
             and self.accelerator.num_processes > 1
         ):
             loss = loss * self.accelerator.num_processes
+        self._loss_events_fired = True
         if bus.wants(Event.ON_AFTER_LOSS):
             loss = self._fire(Event.ON_AFTER_LOSS, inputs=inputs, outputs=outputs, loss=loss)["loss"]
         return (loss, outputs) if return_outputs else loss
+
+    def _wrap_compute_loss_with_events(self) -> None:
+        """Fire the forward/loss events at ``compute_loss``'s boundaries, even when a subclass overrides it.
+
+        Entry fires before-forward (the inputs may be replaced). An override that does not reach the
+        default implementation gets after-forward and after-loss at its exit instead of inside.
+        """
+        inner = self.compute_loss
+        self._loss_events_fired = False
+
+        @functools.wraps(inner)
+        def compute_loss(
+            model: nn.Module,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            bus = self.bus
+            if bus.wants(Event.ON_BEFORE_FORWARD):
+                inputs = self._fire(Event.ON_BEFORE_FORWARD, inputs=inputs)["inputs"]
+            self._loss_events_fired = False
+            result = inner(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch, **kwargs
+            )
+            if self._loss_events_fired or not (bus.wants(Event.ON_AFTER_FORWARD) or bus.wants(Event.ON_AFTER_LOSS)):
+                return result
+            loss, outputs = result if return_outputs else (result, None)
+            if bus.wants(Event.ON_AFTER_FORWARD):
+                outputs = self._fire(Event.ON_AFTER_FORWARD, inputs=inputs, outputs=outputs)["outputs"]
+            if bus.wants(Event.ON_AFTER_LOSS):
+                loss = self._fire(Event.ON_AFTER_LOSS, inputs=inputs, outputs=outputs, loss=loss)["loss"]
+            return (loss, outputs) if return_outputs else loss
+
+        self.compute_loss = compute_loss  # type: ignore[method-assign]
 
     def compute_loss_context_manager(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast comes from accelerate's prepared model, so nothing is added here (as HF)."""
@@ -522,8 +553,10 @@ class Trainer:
             return None
         try:
             counted = [
-                b["shift_labels"] if "shift_labels" in b
-                else b["labels"][..., 1:] if self._loss_shifts_labels
+                b["shift_labels"]
+                if "shift_labels" in b
+                else b["labels"][..., 1:]
+                if self._loss_shifts_labels
                 else b["labels"]
                 for b in batches
             ]

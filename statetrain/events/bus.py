@@ -31,10 +31,7 @@ class HandlerError(RuntimeError):
     def __init__(self, handler: str, event: Event, cause: BaseException) -> None:
         self.handler = handler
         self.event = event
-        super().__init__(
-            f"callback handler {handler} raised {type(cause).__name__} on event "
-            f"{event.value}: {cause}"
-        )
+        super().__init__(f"callback handler {handler} raised {type(cause).__name__} on event {event.value}: {cause}")
 
 
 class EventData:
@@ -163,9 +160,7 @@ class EventBus:
             raise TypeError(f"on() needs an Event, got {event!r}")
         extra = make_filter(every=every, once=once, when=when)
         filters = [f for f in (base_filter, extra) if f is not None]
-        combined = filters[0] if len(filters) == 1 else (
-            _Both(filters[0], filters[1]) if filters else None
-        )
+        combined = filters[0] if len(filters) == 1 else (_Both(filters[0], filters[1]) if filters else None)
 
         def register(func: Callable[[EventData], Any]) -> Handler:
             if not callable(func):
@@ -303,8 +298,7 @@ def _replace(event: Event, handler: str, payload: dict[str, Any], result: dict[s
             handler,
             event,
             ValueError(
-                f"returned replacements for {sorted(unknown)}; replaceable on this event: "
-                f"{sorted(allowed) or 'none'}"
+                f"returned replacements for {sorted(unknown)}; replaceable on this event: {sorted(allowed) or 'none'}"
             ),
         )
     payload.update(result)

@@ -40,9 +40,7 @@ class AccumulateState(State):
             tr_loss += tr_loss / (1 + run.state.global_step - engine.globalstep_last_logged)
         else:
             if tr_loss.device != step_loss.device:
-                raise ValueError(
-                    f"training_step returned a loss on {step_loss.device}; it must be on {tr_loss.device}"
-                )
+                raise ValueError(f"training_step returned a loss on {step_loss.device}; it must be on {tr_loss.device}")
             tr_loss += step_loss
         run.current_flos += float(trainer.floating_point_ops(inputs))
         engine.batches_in_epoch = done

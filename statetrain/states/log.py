@@ -29,9 +29,7 @@ class LogState(State):
         grad_norm = run.grad_norm
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
-        logs["learning_rate"] = (
-            run.learning_rate if run.learning_rate is not None else trainer.get_learning_rate()
-        )
+        logs["learning_rate"] = run.learning_rate if run.learning_rate is not None else trainer.get_learning_rate()
         engine.total_loss_scalar += scalar
         engine.globalstep_last_logged = state.global_step
         trainer.store_flos(run)

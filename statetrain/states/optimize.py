@@ -24,7 +24,10 @@ def will_log(run: Run, next_step: int) -> bool:
 
 
 class OptimizeState(State):
-    """HF order: clip → on_pre_optimizer_step → step → on_optimizer_step → schedule → zero_grad → count → on_step_end."""
+    """One optimizer update, in HF's order.
+
+    clip → on_pre_optimizer_step → step → on_optimizer_step → schedule → zero_grad → count → on_step_end.
+    """
 
     name = "optimize"
     reads = ("model", "step_optimizer", "lr_scheduler", "engine.batches_in_epoch")

@@ -25,7 +25,9 @@ class Named(State):
             run.counter += 1
 
 
-def spec(transitions: list[Transition], names: tuple[str, ...] = ("init", "a", "done"), log: list[str] | None = None) -> MachineSpec:
+def spec(
+    transitions: list[Transition], names: tuple[str, ...] = ("init", "a", "done"), log: list[str] | None = None
+) -> MachineSpec:
     return MachineSpec([Named(n, log) for n in names], transitions)
 
 
@@ -46,7 +48,13 @@ def test_unreachable_state_is_named() -> None:
 
 
 def test_state_without_path_to_done_is_named() -> None:
-    s = spec([Transition("init", "x", "done", (flag("should_log"),)), Transition("init", "go", "a"), Transition("a", "loop", "a")])
+    s = spec(
+        [
+            Transition("init", "x", "done", (flag("should_log"),)),
+            Transition("init", "go", "a"),
+            Transition("a", "loop", "a"),
+        ]
+    )
     with pytest.raises(MachineDefinitionError, match=r"\['a'\] have no path to 'done'"):
         s.validate()
 
@@ -60,18 +68,26 @@ def test_same_trigger_twice_from_one_state_is_ambiguous() -> None:
 
 def test_same_guards_twice_from_one_state_is_ambiguous() -> None:
     g = flag("should_save")
-    s = spec([
-        Transition("init", "one", "a", (g,)),
-        Transition("init", "two", "done", (g,)),
-        Transition("init", "three", "a"),
-        Transition("a", "end", "done"),
-    ])
+    s = spec(
+        [
+            Transition("init", "one", "a", (g,)),
+            Transition("init", "two", "done", (g,)),
+            Transition("init", "three", "a"),
+            Transition("a", "end", "done"),
+        ]
+    )
     with pytest.raises(MachineDefinitionError, match="ambiguous guards from state 'init'"):
         s.validate()
 
 
 def test_unguarded_transition_shadowing_later_ones_is_rejected() -> None:
-    s = spec([Transition("init", "go", "a"), Transition("init", "skip", "done", (flag("should_log"),)), Transition("a", "end", "done")])
+    s = spec(
+        [
+            Transition("init", "go", "a"),
+            Transition("init", "skip", "done", (flag("should_log"),)),
+            Transition("a", "end", "done"),
+        ]
+    )
     with pytest.raises(MachineDefinitionError, match="has no guard, so the later transition 'skip"):
         s.validate()
 
@@ -111,7 +127,9 @@ def _run_context() -> SimpleNamespace:
 def test_driver_follows_first_enabled_transition_in_order() -> None:
     log: list[str] = []
     many = Guard("counter < 3", lambda r: r.counter < 3)
-    s = spec([Transition("init", "go", "a"), Transition("a", "again", "a", (many,)), Transition("a", "end", "done")], log=log)
+    s = spec(
+        [Transition("init", "go", "a"), Transition("a", "again", "a", (many,)), Transition("a", "end", "done")], log=log
+    )
     s.validate()
     run = _run_context()
     drive(s, run)

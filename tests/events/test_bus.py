@@ -11,8 +11,14 @@ from statetrain.callbacks.base import TrainerCallback
 from statetrain.engine.context import TrainerControl
 from statetrain.events import Event, EventBus, HandlerError
 
-REFS = {"model": "M", "processing_class": None, "optimizer": "O", "lr_scheduler": "S",
-        "train_dataloader": None, "eval_dataloader": None}
+REFS = {
+    "model": "M",
+    "processing_class": None,
+    "optimizer": "O",
+    "lr_scheduler": "S",
+    "train_dataloader": None,
+    "eval_dataloader": None,
+}
 
 
 def fire(bus: EventBus, event: Event, control: TrainerControl | None = None, **payload: Any) -> Any:

@@ -57,7 +57,9 @@ COMMON: dict[str, Any] = dict(
 )
 
 
-def run_both(model: torch.nn.Module, rows: list[dict[str, Any]], tmp_path: Any, **overrides: Any) -> tuple[Any, Any, Recorder, Recorder]:
+def run_both(
+    model: torch.nn.Module, rows: list[dict[str, Any]], tmp_path: Any, **overrides: Any
+) -> tuple[Any, Any, Recorder, Recorder]:
     options = {**COMMON, **overrides}
     hf_rec, st_rec = Recorder(), Recorder()
     hf = transformers.Trainer(
@@ -82,7 +84,7 @@ def assert_same_run(hf: Any, st: Any, tol: float = 1e-5) -> None:
     hf_logs = [e for e in hf_trainer.state.log_history if "loss" in e]
     st_logs = [e for e in st_trainer.state.log_history if "loss" in e]
     assert len(hf_logs) == len(st_logs) > 0
-    for a, b in zip(hf_logs, st_logs):
+    for a, b in zip(hf_logs, st_logs, strict=True):
         assert a["step"] == b["step"]
         assert a["epoch"] == pytest.approx(b["epoch"], abs=1e-12)
         assert a["learning_rate"] == pytest.approx(b["learning_rate"], rel=1e-9, abs=1e-12)
