@@ -16,7 +16,7 @@ def set_loader_epoch(dataloader: Any, epoch: int) -> None:
     if hasattr(dataloader, "set_epoch"):
         dataloader.set_epoch(epoch)
     inner = getattr(getattr(dataloader, "batch_sampler", None), "batch_sampler", None)
-    if hasattr(inner, "set_epoch"):
+    if inner is not None and hasattr(inner, "set_epoch"):
         inner.set_epoch(epoch)
 
 

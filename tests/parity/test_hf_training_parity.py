@@ -130,3 +130,16 @@ def test_event_trace_with_epoch_logging_and_several_epochs(tmp_path: Any) -> Non
     assert_same_run(hf, st)
     names = [t[0] for t in st_rec.trace]
     assert names.count("on_epoch_begin") == 3 and names.count("on_substep_end") == 6
+
+
+def test_fractional_logging_steps_and_first_step_match_hf(tmp_path: Any) -> None:
+    torch.manual_seed(0)
+    model = TinyRegressor()
+    rows = regression_rows(40, seed=4)  # 10 micro-batches, GA 3: windows 3,3,3,1 per epoch
+    hf, st, hf_rec, st_rec = run_both(
+        model, rows, tmp_path, gradient_accumulation_steps=3, logging_steps=0.3, logging_first_step=True
+    )
+    assert st[0].state.logging_steps == 3  # ceil(8 steps * 0.3)
+    assert hf[0].state.logging_steps == st[0].state.logging_steps
+    assert_same_run(hf, st)
+    assert hf_rec.trace == st_rec.trace
