@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from statetrain.engine.arg_names import closest_name
+
 
 class ValueEnum(str, Enum):
     """A ``str`` enum that prints as its value and explains a bad value by listing the good ones."""
@@ -24,7 +26,9 @@ class ValueEnum(str, Enum):
 
     @classmethod
     def _missing_(cls, value: object) -> Any:
-        raise ValueError(f"{value!r} is not a valid {cls.__name__}; choose one of {cls.choices()}")
+        guess = closest_name(value, cls.choices()) if isinstance(value, str) else None
+        hint = f"did you mean {guess!r}? Valid values: " if guess else "choose one of "
+        raise ValueError(f"{value!r} is not a valid {cls.__name__}; {hint}{cls.choices()}")
 
 
 class IntervalStrategy(ValueEnum):

@@ -150,7 +150,8 @@ def _parse_json_dict_fields(args: TrainingArguments) -> None:
         setattr(args, name, _cli_scalar(parsed))
 
 
-def _declared_defaults(cls: type) -> dict[str, Any]:
+def declared_defaults(cls: type) -> dict[str, Any]:
+    """Each field's declared default (default factories called), by name."""
     defaults: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
@@ -169,15 +170,13 @@ def fold_deprecated_names(args: TrainingArguments) -> None:
     """
     for old, new in MIRRORED_NAMES.items():
         if getattr(args, new) is None and getattr(args, old) is not None:
-            _warn_deprecated(
-                f"`{old}` is deprecated (to be removed in transformers v6); use `{new}` instead."
-            )
+            _warn_deprecated(f"`{old}` is deprecated (to be removed in transformers v6); use `{new}` instead.")
             setattr(args, new, getattr(args, old))
         setattr(args, old, getattr(args, new))
     if args.activation_checkpointing is None:
         args.activation_checkpointing = args.gradient_checkpointing = False
 
-    defaults = _declared_defaults(type(args))
+    defaults = declared_defaults(type(args))
     for old, (new, translate, spelling) in RENAMED_NAMES.items():
         given = getattr(args, old)
         if given is None:
@@ -254,11 +253,7 @@ def _steps_problems(args: TrainingArguments) -> list[str]:
             continue
         steps = getattr(args, steps_name)
         if steps is None or steps <= 0:
-            fallback = (
-                " (unset, it copies logging_steps, which must then be > 0)"
-                if steps_name == "eval_steps"
-                else ""
-            )
+            fallback = " (unset, it copies logging_steps, which must then be > 0)" if steps_name == "eval_steps" else ""
             problems.append(
                 f"{strategy_name}='steps' needs {steps_name} > 0: a step count, or a fraction below 1 of the "
                 f"total steps{fallback}; got {steps!r}"

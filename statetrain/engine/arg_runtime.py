@@ -9,16 +9,20 @@ still cannot join the error says so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from statetrain.engine.arg_enums import ParallelMode
+from statetrain.engine.arg_enums import LOG_LEVELS, ParallelMode
 
 if TYPE_CHECKING:
     import torch
 
+_CACHE_KEY = "_runtime_info"
 # Environment variables in which launchers publish the number of processes they started.
 _WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -137,3 +141,139 @@ def resolve_runtime(settings: RuntimeSettings) -> RuntimeInfo:
         )
     device, n_gpu = _device_and_gpu_count(state, cpu)
     return RuntimeInfo(settings=settings, state=state, device=device, n_gpu=n_gpu, cpu=cpu)
+
+
+class ProcessFactsMixin:
+    """The device/process properties of ``TrainingArguments`` (HF names), resolved on first read.
+
+    Kept apart from the fields so the configuration class stays a plain list of settings. The
+    resolved facts are cached on the instance and worked out again if ``use_cpu`` or the DDP
+    settings change afterwards.
+    """
+
+    if TYPE_CHECKING:  # fields provided by TrainingArguments
+        use_cpu: bool
+        ddp_backend: str | None
+        ddp_timeout: int
+        accelerator_config: Any
+        per_device_train_batch_size: int
+        per_device_eval_batch_size: int
+        log_on_each_node: bool
+        save_on_each_node: bool
+        log_level: str
+        log_level_replica: str
+        fp16: bool
+        bf16: bool
+
+    def _runtime(self) -> RuntimeInfo:
+        settings = RuntimeSettings(
+            use_cpu=self.use_cpu,
+            ddp_backend=self.ddp_backend,
+            ddp_timeout=self.ddp_timeout,
+            use_configured_state=bool(getattr(self.accelerator_config, "use_configured_state", False)),
+        )
+        cached: RuntimeInfo | None = self.__dict__.get(_CACHE_KEY)
+        if cached is None or cached.settings != settings:
+            cached = resolve_runtime(settings)
+            self.__dict__[_CACHE_KEY] = cached
+        return cached
+
+    @property
+    def distributed_state(self) -> Any:
+        """accelerate's ``PartialState`` for this process."""
+        return self._runtime().state
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process computes on."""
+        return self._runtime().device
+
+    @property
+    def n_gpu(self) -> int:
+        """GPUs this process drives: above 1 only for one process over several GPUs, 0 on CPU."""
+        return self._runtime().n_gpu
+
+    @property
+    def parallel_mode(self) -> ParallelMode:
+        """Whether the run is single-device, one process over several GPUs, or several processes."""
+        return self._runtime().parallel_mode
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes in the run."""
+        return int(self._runtime().state.num_processes)
+
+    @property
+    def process_index(self) -> int:
+        """Global rank of this process."""
+        return int(self._runtime().state.process_index)
+
+    @property
+    def local_process_index(self) -> int:
+        """Rank of this process on its node."""
+        return int(self._runtime().state.local_process_index)
+
+    @property
+    def train_batch_size(self) -> int:
+        """Samples per forward pass of this process (HF counts every GPU a single process drives)."""
+        return self.per_device_train_batch_size * max(1, self.n_gpu)
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Evaluation samples per forward pass of this process."""
+        return self.per_device_eval_batch_size * max(1, self.n_gpu)
+
+    @property
+    def should_log(self) -> bool:
+        """Whether this process logs: the main process of each node, or of the whole run."""
+        return (self.local_process_index if self.log_on_each_node else self.process_index) == 0
+
+    @property
+    def should_save(self) -> bool:
+        """Whether this process writes checkpoints: the main process of each node, or of the run."""
+        return (self.local_process_index if self.save_on_each_node else self.process_index) == 0
+
+    @property
+    def mixed_precision(self) -> str:
+        """'fp16', 'bf16', or what ACCELERATE_MIXED_PRECISION says (default 'no')."""
+        if self.fp16:
+            return "fp16"
+        if self.bf16:
+            return "bf16"
+        return os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+
+    @property
+    def ddp_timeout_delta(self) -> timedelta:
+        """``ddp_timeout`` as the timedelta torch.distributed expects."""
+        return timedelta(seconds=self.ddp_timeout)
+
+    @property
+    def place_model_on_device(self) -> bool | None:
+        """HF hook for integrations; None lets the Trainer decide."""
+        return None
+
+    def get_process_log_level(self) -> int:
+        """The ``logging`` level for this process; 'passive' keeps statetrain's current level."""
+        chosen = LOG_LEVELS[self.log_level] if self.should_log else LOG_LEVELS[self.log_level_replica]
+        return logging.getLogger("statetrain").getEffectiveLevel() if chosen == -1 else chosen
+
+    @contextlib.contextmanager
+    def main_process_first(self, local: bool = True, desc: str = "work") -> Iterator[None]:
+        """Run the block on the main process (of the node when ``local``) before the others.
+
+        Typical use: preprocess a dataset once and let the other processes read the cache.
+        ``desc`` is accepted for transformers compatibility.
+        """
+        del desc
+        if self.world_size <= 1:
+            yield
+            return
+        state = self.distributed_state
+        with state.local_main_process_first() if local else state.main_process_first():
+            yield
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy without the process state, which belongs to this process only."""
+        state = dict(self.__dict__)
+        state.pop(_CACHE_KEY, None)
+        return state
