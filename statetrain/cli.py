@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from statetrain.engine.machine import MachineSpec
 
@@ -29,6 +30,19 @@ def load_machine(path: str | None) -> MachineSpec:
     return machine
 
 
+BEGIN_MARK = "<!-- BEGIN GENERATED DIAGRAM -->\n```mermaid\n"
+END_MARK = "```\n<!-- END GENERATED DIAGRAM -->"
+
+
+def update_markdown(path: Path, mermaid: str) -> None:
+    """Replace the generated block of a docs page, keeping the prose around it."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(BEGIN_MARK), text.find(END_MARK)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path} has no GENERATED DIAGRAM markers")
+    path.write_text(text[: start + len(BEGIN_MARK)] + mermaid + text[end:], encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="statetrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-progress", action="store_true", help="print logs instead of a progress bar")
     diagram = sub.add_parser("diagram", help="print a machine's Mermaid state diagram")
     diagram.add_argument(
+        "--update",
+        metavar="MARKDOWN",
+        help="rewrite the mermaid block between the GENERATED DIAGRAM markers of this file instead of printing",
+    )
+    diagram.add_argument(
         "machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)"
     )
     options = parser.parse_args(argv)
@@ -45,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "diagram":
         machine = load_machine(options.machine)
         machine.validate()
+        if options.update:
+            update_markdown(Path(options.update), machine.to_mermaid())
+            return 0
         sys.stdout.write(machine.to_mermaid())
         return 0
 

@@ -1,7 +1,7 @@
 """The default loop as data: HF's training flow, state by state, transition by transition.
 
-Act-on-flags after a step or an epoch end is a chain of optional states (log now; evaluate and
-save join the chain in later layers), each followed by the same "resume" transitions: back to the
+Act-on-flags after a step or an epoch end is a chain of optional states (log, then evaluate;
+save joins the chain with checkpoints), each followed by the same "resume" transitions: back to the
 next window mid-epoch, to the epoch end when the epoch is over or a stop was requested, and at an
 epoch end on to the next epoch or to done.
 """
@@ -14,6 +14,7 @@ from statetrain.states import (
     DoneState,
     EpochEndState,
     EpochState,
+    EvaluateState,
     InitState,
     LogState,
     OptimizeState,
@@ -31,6 +32,9 @@ EPOCH_OVER = Guard(
 AT_EPOCH_END = Guard("at epoch end", lambda run: run.engine.epoch_ended)
 EPOCHS_REMAIN = Guard("epochs remain", lambda run: run.epochs_remaining)
 NOT_TRAINING_STOP = Guard("not should_training_stop", lambda run: not run.control.should_training_stop)
+SHOULD_EVALUATE = Guard("should_evaluate", lambda run: run.control.should_evaluate)
+EVAL_ON_START = Guard("eval_on_start", lambda run: bool(run.args.eval_on_start))
+AT_START = Guard("at start", lambda run: run.starting)
 SHOULD_LOG = Guard(
     "should_log and step moved",
     lambda run: run.control.should_log and run.state.global_step > run.engine.globalstep_last_logged,
@@ -50,6 +54,7 @@ def resume_transitions(source: str) -> list[Transition]:
 def default_transitions() -> list[Transition]:
     """The HF flow; order within a source is priority order."""
     return [
+        Transition("init", "evaluate", "evaluate", (EVAL_ON_START,)),
         Transition("init", "start", "epoch", (EPOCHS_REMAIN,)),
         Transition("init", "finish", "done"),
         Transition("epoch", "next_window", "step"),
@@ -60,10 +65,16 @@ def default_transitions() -> list[Transition]:
         Transition("accumulate", "next_batch", "accumulate", (WINDOW_HAS_MORE,)),
         Transition("accumulate", "next_window", "step"),
         Transition("optimize", "log", "log", (SHOULD_LOG,)),
+        Transition("optimize", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         Transition("optimize", "end_epoch", "epoch_end", (EPOCH_OVER,)),
         Transition("optimize", "next_window", "step"),
+        Transition("log", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         *resume_transitions("log"),
+        Transition("evaluate", "start", "epoch", (AT_START, EPOCHS_REMAIN)),
+        Transition("evaluate", "skip_training", "done", (AT_START,)),
+        *resume_transitions("evaluate"),
         Transition("epoch_end", "log", "log", (SHOULD_LOG,)),
+        Transition("epoch_end", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         Transition("epoch_end", "next_epoch", "epoch", (EPOCHS_REMAIN, NOT_TRAINING_STOP)),
         Transition("epoch_end", "finish", "done"),
     ]
@@ -78,6 +89,7 @@ def default_machine() -> MachineSpec:
         AccumulateState(),
         OptimizeState(),
         LogState(),
+        EvaluateState(),
         EpochEndState(),
         DoneState(),
     ]

@@ -78,6 +78,9 @@ class Run:
         self.start_time = 0.0
         self.initial_global_step = state.global_step
         self.output: Any = None
+        # before the first epoch starts (the eval_on_start evaluation happens then)
+        self.starting = True
+        self.ignore_keys_for_eval: list[str] | None = None
 
     @property
     def control(self) -> TrainerControl:

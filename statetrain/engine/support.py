@@ -11,7 +11,7 @@ from typing import Any
 
 # Acted on by the engine.
 IMPLEMENTED = frozenset(
-    {
+    [
         "output_dir",
         "per_device_train_batch_size",
         "gradient_accumulation_steps",
@@ -53,12 +53,28 @@ IMPLEMENTED = frozenset(
         "fp16",
         "save_strategy",
         "report_to",
-    }
+        "eval_strategy",
+        "evaluation_strategy",
+        "eval_steps",
+        "eval_delay",
+        "eval_on_start",
+        "eval_accumulation_steps",
+        "per_device_eval_batch_size",
+        "prediction_loss_only",
+        "include_for_metrics",
+        "eval_do_concat_batches",
+        "batch_eval_metrics",
+        "fp16_full_eval",
+        "bf16_full_eval",
+        "metric_for_best_model",
+        "greater_is_better",
+    ]
 )
 
-# Inert for a training run without evaluation or checkpoints (HF ignores them there too).
+# Inert here: naming, logging targets, hub settings while push_to_hub is off, single-process
+# distribution settings, and checkpoint knobs that only matter once a save strategy is allowed.
 INERT = frozenset(
-    {
+    [
         "run_name",
         "log_level",
         "log_level_replica",
@@ -69,12 +85,6 @@ INERT = frozenset(
         "do_train",
         "do_eval",
         "do_predict",
-        "per_device_eval_batch_size",
-        "prediction_loss_only",
-        "eval_steps",
-        "eval_delay",
-        "eval_accumulation_steps",
-        "eval_do_concat_batches",
         "eval_use_gather_object",
         "save_steps",
         "save_total_limit",
@@ -100,8 +110,6 @@ INERT = frozenset(
         "dataloader_in_order",
         "dataloader_multiprocessing_context",
         "place_model_on_device",
-        "greater_is_better",
-        "include_for_metrics",
         "gradient_checkpointing_kwargs",
         "activation_checkpointing_kwargs",
         "torch_compile_backend",
@@ -111,18 +119,12 @@ INERT = frozenset(
         "fsdp_config",
         "parallelism_config",
         "tf32",
-    }
+    ]
 )
 
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
-    "eval_strategy": "the evaluate state",
-    "eval_on_start": "the evaluate state",
-    "batch_eval_metrics": "the evaluate state",
-    "fp16_full_eval": "the evaluate state",
-    "bf16_full_eval": "the evaluate state",
-    "load_best_model_at_end": "checkpoints and the evaluate state",
-    "metric_for_best_model": "the evaluate state",
+    "load_best_model_at_end": "checkpoints",
     "restore_callback_states_from_checkpoint": "checkpoints",
     "ignore_data_skip": "checkpoints",
     "resume_from_checkpoint": "checkpoints",
@@ -140,7 +142,6 @@ NEEDS = {
     "deepspeed": "DeepSpeed through accelerate",
     "use_liger_kernel": "Liger kernels",
     "debug": "debug modes",
-    "jit_mode_eval": "the evaluate state",
 }
 
 SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {

@@ -32,6 +32,7 @@ from statetrain.engine.data import (
 )
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.driver import drive
+from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
 from statetrain.engine.machine import MachineSpec
 from statetrain.engine.metrics import TrainOutput
 from statetrain.engine.optim import (
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 CAUSAL_LM_LOSS_TYPES = {"ForCausalLM", "ForCausalLMLoss"}
 
 
-class Trainer:
+class Trainer(EvaluationMixin):
     """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
 
     def __init__(
@@ -78,16 +79,6 @@ class Trainer:
             args = TrainingArguments(output_dir="tmp_trainer")
         self.args = args
         check_supported_arguments(args)
-        for name, value in (
-            ("eval_dataset", eval_dataset),
-            ("compute_metrics", compute_metrics),
-            ("preprocess_logits_for_metrics", preprocess_logits_for_metrics),
-        ):
-            if value is not None:
-                raise NotImplementedError(
-                    f"Trainer argument {name!r} needs the evaluate state, which this version of "
-                    "statetrain does not have yet; leave it unset"
-                )
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self.accelerator = build_accelerator(args)
         self._wrap_backward_with_events()
@@ -115,9 +106,15 @@ class Trainer:
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.loss_is_scaled_for_ga: bool | None = None
 
+        self._check_evaluation_setup()
         self.optimizer, self.lr_scheduler = optimizers
         if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
             raise ValueError("Pass either `optimizers` (a built optimizer) or `optimizer_cls_and_kwargs`, not both")
+        if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
+            raise RuntimeError(
+                "model_init cannot be combined with `optimizers`: a fresh model needs a fresh optimizer; "
+                "override create_optimizer_and_scheduler instead"
+            )
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self._created_lr_scheduler = False
 
@@ -149,6 +146,28 @@ class Trainer:
         self._train_batch_size = args.train_batch_size
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
 
+    def _check_evaluation_setup(self) -> None:
+        """HF's constructor checks for evaluation, with the field named in each message."""
+        args = self.args
+        batched = args.batch_eval_metrics and self.compute_metrics is not None
+        if batched and "compute_result" not in inspect.signature(self.compute_metrics).parameters:
+            raise ValueError(
+                    "TrainingArguments.batch_eval_metrics is set, so compute_metrics must accept a "
+                    "`compute_result` argument (True after the last batch, when it returns the summary)"
+                )
+        strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+        if strategy != "no" and self.eval_dataset is None:
+            raise ValueError(
+                f"TrainingArguments.eval_strategy is {strategy!r} but no eval_dataset was given to the "
+                "Trainer; pass an eval_dataset or set eval_strategy='no'"
+            )
+        save = str(getattr(args.save_strategy, "value", args.save_strategy))
+        if (save == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
+            raise ValueError(
+                "TrainingArguments.metric_for_best_model must be set with save_strategy='best' or "
+                "load_best_model_at_end=True"
+            )
+
     # --- model introspection ------------------------------------------------------------------
     def call_model_init(self, trial: Any = None) -> nn.Module:
         assert self.model_init is not None
@@ -173,6 +192,7 @@ class Trainer:
         else:
             default_labels = [p for p in names if "label" in p]
         self.label_names = list(self.args.label_names) if self.args.label_names is not None else default_labels
+        self.can_return_loss = can_return_loss(type(model))
         config = getattr(model, "config", None)
         self._loss_shifts_labels = getattr(model, "loss_type", None) in CAUSAL_LM_LOSS_TYPES and not getattr(
             config, "is_encoder_decoder", False
@@ -303,6 +323,19 @@ class Trainer:
         """A plateau scheduler steps on evaluation metrics, not after every optimizer step."""
         return isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
+    def step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None:
+        """Step a plateau schedule on ``metric_for_best_model`` after an evaluation (HF ``_evaluate``)."""
+        if not self.scheduler_steps_on_metrics:
+            return
+        name = self.args.metric_for_best_model or "loss"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        if key not in metrics:
+            raise KeyError(
+                f"TrainingArguments.metric_for_best_model is {name!r}, but the evaluation produced no "
+                f"{key!r}; available metrics: {sorted(metrics)}"
+            )
+        self.lr_scheduler.step(metrics[key])
+
     def get_learning_rate(self) -> float:
         if self.scheduler_steps_on_metrics:
             assert self.optimizer is not None
@@ -328,7 +361,6 @@ class Trainer:
             )
         if trial is not None:
             raise NotImplementedError("train(trial=...): hyperparameter search is not supported")
-        del ignore_keys_for_eval  # only used by the evaluate state, not present yet
         args = self.args
         check_supported_at_train(args)
         self.is_in_train = True
@@ -353,6 +385,7 @@ class Trainer:
         )
         self.state.compute_steps(args, plan.max_steps)
         run = Run(self, plan, self.state, EngineState())
+        run.ignore_keys_for_eval = ignore_keys_for_eval
         self._prepare_run(run, train_dataloader)
         self._run = run
         try:

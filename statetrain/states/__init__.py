@@ -5,6 +5,7 @@ from statetrain.states.base import State
 from statetrain.states.done import DoneState
 from statetrain.states.epoch import EpochState
 from statetrain.states.epoch_end import EpochEndState
+from statetrain.states.evaluate import EvaluateState
 from statetrain.states.init import InitState
 from statetrain.states.log import LogState
 from statetrain.states.optimize import OptimizeState
@@ -15,6 +16,7 @@ __all__ = [
     "DoneState",
     "EpochEndState",
     "EpochState",
+    "EvaluateState",
     "InitState",
     "LogState",
     "OptimizeState",

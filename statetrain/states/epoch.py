@@ -25,11 +25,12 @@ class EpochState(State):
 
     name = "epoch"
     reads = ("engine.epoch_ended", "engine.batches_in_epoch", "train_dataloader")
-    writes = ("engine.epoch_index", "epoch_iterator", "update_step", "grad_norm", "learning_rate")
+    writes = ("starting", "engine.epoch_index", "epoch_iterator", "update_step", "grad_norm", "learning_rate")
     fires = (Event.ON_EPOCH_BEGIN,)
 
     def run(self, run: Run) -> None:
         engine = run.engine
+        run.starting = False
         if engine.epoch_ended:
             engine.epoch_index += 1
             engine.epoch_ended = False

@@ -41,7 +41,8 @@ def test_page_examples_run(page: Path, tmp_path: Path) -> None:
 
 def test_diagram_page_matches_the_code() -> None:
     page = (ROOT / "docs" / "state-diagram.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- BEGIN GENERATED DIAGRAM -->\n```mermaid\n(.*?)```\n<!-- END GENERATED DIAGRAM -->", page, re.S)
+    pattern = r"<!-- BEGIN GENERATED DIAGRAM -->\n```mermaid\n(.*?)```\n<!-- END GENERATED DIAGRAM -->"
+    match = re.search(pattern, page, re.S)
     assert match, "the generated diagram markers are missing from docs/state-diagram.md"
     assert match.group(1) == default_machine().to_mermaid(), (
         "docs/state-diagram.md is stale: regenerate it with `statetrain diagram`"

@@ -83,7 +83,7 @@ def test_default_callbacks_follow_hf(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("eval_strategy", "steps"),
+        ("auto_find_batch_size", True),
         ("label_smoothing_factor", 0.1),
         ("torch_compile", True),
         ("neftune_noise_alpha", 5.0),
@@ -107,8 +107,6 @@ def test_default_save_strategy_is_refused_at_train_not_silently_skipped(tmp_path
 
 
 def test_unimplemented_trainer_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="eval_dataset"):
-        Trainer(model=TinyRegressor(), args=args(tmp_path), eval_dataset=regression_rows(4))
     with pytest.raises(NotImplementedError, match="resume_from_checkpoint"):
         Trainer(model=TinyRegressor(), args=args(tmp_path), train_dataset=regression_rows(8)).train(
             resume_from_checkpoint=True

@@ -1,0 +1,34 @@
+"""evaluate: run ``Trainer.evaluate`` mid-training, then track the best metric (HF ``_evaluate``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from statetrain.events.event import Event
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class EvaluateState(State):
+    """Evaluates, steps a plateau schedule on the metric, and updates ``best_metric``.
+
+    With ``save_strategy="best"`` it sets ``should_save`` to "this is a new best". The evaluation
+    asked for by ``eval_on_start`` does neither (as in HF).
+    """
+
+    name = "evaluate"
+    reads = ("starting", "ignore_keys_for_eval")
+    writes = ("state.best_metric", "state.best_global_step", "control.should_save")
+    fires = (Event.ON_PREDICTION_STEP, Event.ON_LOG, Event.ON_EVALUATE)
+
+    def run(self, run: Run) -> None:
+        trainer, args = run.trainer, run.args
+        metrics = trainer.evaluate(ignore_keys=run.ignore_keys_for_eval)
+        if run.starting:
+            return
+        trainer.step_scheduler_on_metrics(metrics)
+        is_new_best = trainer._determine_best_metric(metrics)
+        if str(getattr(args.save_strategy, "value", args.save_strategy)) == "best":
+            run.control.should_save = is_new_best
