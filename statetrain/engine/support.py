@@ -40,6 +40,7 @@ IMPLEMENTED = frozenset(
         "label_names",
         "optim",
         "optim_args",
+        "lr_scheduler_kwargs",
         "dataloader_num_workers",
         "dataloader_pin_memory",
         "dataloader_drop_last",
@@ -137,7 +138,6 @@ NEEDS = {
     "group_by_length": "the length-grouped sampler",
     "auto_find_batch_size": "automatic batch size search",
     "include_num_input_tokens_seen": "input token counting",
-    "lr_scheduler_kwargs": "the scheduler registry",
     "fsdp": "FSDP through accelerate",
     "deepspeed": "DeepSpeed through accelerate",
     "use_liger_kernel": "Liger kernels",
@@ -145,8 +145,6 @@ NEEDS = {
 }
 
 SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {
-    "optim": ("adamw_torch", "adamw_torch_fused"),
-    "lr_scheduler_type": ("linear",),
     "train_sampling_strategy": ("random", "sequential"),
     "save_strategy": ("no",),
     "report_to": ("none",),

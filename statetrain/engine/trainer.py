@@ -35,15 +35,11 @@ from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
 from statetrain.engine.machine import MachineSpec
 from statetrain.engine.metrics import TrainOutput
-from statetrain.engine.optim import (
-    adamw_class_and_kwargs,
-    decay_parameter_names,
-    grouped_parameters,
-    linear_schedule_with_warmup,
-    parse_optim_args,
-)
+from statetrain.engine.optim import decay_parameter_names, grouped_parameters
+from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
 from statetrain.engine.plan import plan_training
 from statetrain.engine.run import Run
+from statetrain.engine.schedulers import get_scheduler
 from statetrain.engine.support import check_supported_arguments, check_supported_at_train
 from statetrain.engine.training_args import TrainingArguments
 from statetrain.events.bus import EventBus, Handler
@@ -152,9 +148,9 @@ class Trainer(EvaluationMixin):
         batched = args.batch_eval_metrics and self.compute_metrics is not None
         if batched and "compute_result" not in inspect.signature(self.compute_metrics).parameters:
             raise ValueError(
-                    "TrainingArguments.batch_eval_metrics is set, so compute_metrics must accept a "
-                    "`compute_result` argument (True after the last batch, when it returns the summary)"
-                )
+                "TrainingArguments.batch_eval_metrics is set, so compute_metrics must accept a "
+                "`compute_result` argument (True after the last batch, when it returns the summary)"
+            )
         strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
         if strategy != "no" and self.eval_dataset is None:
             raise ValueError(
@@ -290,26 +286,34 @@ class Trainer(EvaluationMixin):
         return decay_parameter_names(model)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """AdamW (``adamw_torch``/``adamw_torch_fused``) over HF's decay / no-decay groups."""
+        """The optimizer named by ``optim`` (or ``optimizer_cls_and_kwargs``) over HF's decay groups."""
         target = self.model if model is None else model
         if self.optimizer is None:
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
-                kwargs = dict(kwargs)
             else:
-                optimizer_cls, kwargs = adamw_class_and_kwargs(self.args)
-                kwargs.update({k: _parse_number(v) for k, v in parse_optim_args(self.args.optim_args).items()})
-            groups = grouped_parameters(target, self.args.weight_decay)
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+            kwargs = dict(kwargs)
+            groups: Any = kwargs.pop("params", None) or grouped_parameters(target, self.args.weight_decay)
             self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, dict[str, Any]]:
+        """HF's hook: the optimizer class and keyword arguments the registry builds for ``args.optim``."""
+        return get_optimizer_cls_and_kwargs(args, model)
+
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        """Linear warmup and decay (HF ``linear``), created once per ``train()``."""
+        """The schedule named by ``lr_scheduler_type``, created once per ``train()`` (HF semantics)."""
         if self.lr_scheduler is None:
             target = self.optimizer if optimizer is None else optimizer
             assert target is not None
-            self.lr_scheduler = linear_schedule_with_warmup(
-                target, self.args.get_warmup_steps(num_training_steps), num_training_steps
+            self.lr_scheduler = get_scheduler(
+                str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
+                target,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -650,14 +654,3 @@ def _loss_from_outputs(outputs: Any, inputs: Mapping[str, Any], model_name: str)
         f"{model_name} returned {type(outputs).__name__}; the Trainer needs a loss: a dict with "
         "'loss', a tuple whose first element is the loss, or a scalar tensor"
     )
-
-
-def _parse_number(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    if text in ("True", "False"):
-        return text == "True"
-    return text

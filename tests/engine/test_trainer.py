@@ -87,8 +87,7 @@ def test_default_callbacks_follow_hf(tmp_path: Path) -> None:
         ("label_smoothing_factor", 0.1),
         ("torch_compile", True),
         ("neftune_noise_alpha", 5.0),
-        ("lr_scheduler_type", "cosine"),
-        ("optim", "sgd"),
+        ("group_by_length", True),
     ],
 )
 def test_unimplemented_arguments_are_refused_by_name(tmp_path: Path, field: str, value: Any) -> None:

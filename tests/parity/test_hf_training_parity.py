@@ -143,3 +143,22 @@ def test_fractional_logging_steps_and_first_step_match_hf(tmp_path: Any) -> None
     assert hf[0].state.logging_steps == st[0].state.logging_steps
     assert_same_run(hf, st)
     assert hf_rec.trace == st_rec.trace
+
+
+@pytest.mark.parametrize(
+    ("optim", "schedule", "extra"),
+    [
+        ("sgd", "cosine", {}),
+        ("adamw_torch_fused", "cosine_with_restarts", {"lr_scheduler_kwargs": {"num_cycles": 2}}),
+        ("rmsprop", "polynomial", {"lr_scheduler_kwargs": {"power": 2.0}}),
+        ("adagrad", "warmup_stable_decay", {"lr_scheduler_kwargs": {"num_decay_steps": 3}}),
+    ],
+)
+def test_registry_optimizers_and_schedules_train_like_hf(
+    tmp_path: Any, optim: str, schedule: str, extra: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    model = TokenModel()
+    rows = token_rows(26, seed=5)
+    hf, st, _, _ = run_both(model, rows, tmp_path, optim=optim, lr_scheduler_type=schedule, **extra)
+    assert_same_run(hf, st)
