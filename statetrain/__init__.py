@@ -2,6 +2,7 @@
 
 from statetrain.callbacks import (
     DefaultFlowCallback,
+    EarlyStoppingCallback,
     ExportableState,
     PrinterCallback,
     ProgressCallback,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DefaultFlowCallback",
+    "EarlyStoppingCallback",
     "EngineState",
     "Event",
     "EventBus",

@@ -219,6 +219,20 @@ class Trainer(EvaluationMixin):
     def off(self, handle: Handler) -> None:
         self.bus.off(handle)
 
+    def snapshot_stateful_callbacks(self) -> None:
+        """Rebuild ``state.stateful_callbacks`` from every ``ExportableState`` callback and the control.
+
+        HF's layout: one dict per class, a list in registration order for a repeated class. The
+        entry is rebuilt, never appended to (HF's list grows with every save).
+        """
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for callback in [*self.bus.callbacks, self.control]:
+            if callable(getattr(callback, "state", None)) and callable(getattr(type(callback), "from_state", None)):
+                entries.setdefault(type(callback).__name__, []).append(callback.state())
+        self.state.stateful_callbacks = {
+            name: items[0] if len(items) == 1 else items for name, items in entries.items()
+        }
+
     def _fire(self, event: Event, **payload: Any) -> dict[str, Any]:
         self.control = self.bus.fire(event, self.args, self.state, self.control, self.callback_refs, payload)
         return payload

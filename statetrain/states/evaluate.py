@@ -26,6 +26,7 @@ class EvaluateState(State):
     def run(self, run: Run) -> None:
         trainer, args = run.trainer, run.args
         metrics = trainer.evaluate(ignore_keys=run.ignore_keys_for_eval)
+        trainer.snapshot_stateful_callbacks()
         if run.starting:
             return
         trainer.step_scheduler_on_metrics(metrics)

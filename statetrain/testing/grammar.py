@@ -8,15 +8,20 @@ records them from any HF-style trainer (statetrain's or ``transformers.Trainer``
 The grammar (EBNF; ``[x]`` optional, ``{x}`` zero or more)::
 
     trace      = [ on_init_end ] run { run }            (* one run per train() call *)
-    run        = on_train_begin { epoch } summary       (* >= 1 epoch unless resumed, see below *)
+    run        = on_train_begin [ evaluation ] { epoch } summary
+                                                        (* evaluation: eval_on_start;
+                                                           >= 1 epoch unless resumed, see below *)
     epoch      = on_epoch_begin { window } on_epoch_end flags
     window     = on_step_begin { on_substep_end } ( update | BROKEN )
     update     = on_pre_optimizer_step on_optimizer_step on_step_end flags
     BROKEN     = (* nothing: a stop flag dropped the window after >= 1 on_substep_end;
                     the next event must be on_epoch_end *)
-    flags      = [ train_log ]                          (* act-on-flags: log, evaluate, save *)
+    flags      = [ train_log ] [ evaluation ] [ save ]  (* act-on-flags, in HF's order *)
     train_log  = on_log                                 (* after on_epoch_end: only if the next
-                                                           event is not on_train_end (LL(2)) *)
+                                                           event is not on_train_end, and never
+                                                           when on_evaluate follows (LL(2)) *)
+    evaluation = { on_prediction_step } on_log on_evaluate
+    save       = on_save
     summary    = on_log on_train_end
 
 Value rules checked on the way (they hold for every configuration):
@@ -40,13 +45,8 @@ Value rules checked on the way (they hold for every configuration):
 Which steps log (``logging_steps``, ``logging_strategy``) depends on the configuration, so it is not
 part of the grammar; tests compare traces with a reference computation for that.
 
-Extending (evaluate, save): each nonterminal is one method of :class:`_TraceParser`. Evaluation
-and saving are further optional members of :meth:`_TraceParser.flags` (HF order: log, evaluate,
-save), e.g. ``evaluation = { on_prediction_step } on_log on_evaluate`` and ``save = on_save``;
-``eval_on_start`` adds an optional ``evaluation`` right after ``on_train_begin`` in :meth:`run`.
-Teach :meth:`_TraceParser.starts_train_log` that an ``on_log`` directly followed by
-``on_evaluate`` (or preceded by ``on_prediction_step``) is the evaluation's log, and add the new
-names to :data:`GRAMMAR_EVENTS`. Value rules live in :class:`_RunValues` (one hook per event).
+Extending: each nonterminal is one method of :class:`_TraceParser`; value rules live in
+:class:`_RunValues` (one hook per event). A new event joins :data:`GRAMMAR_EVENTS`.
 
 :func:`check_state_nesting` is a separate checker for traces that also hold the engine's
 ``on_state_enter:<name>`` / ``on_state_exit:<name>`` entries: states do not nest, and each event
@@ -107,10 +107,13 @@ GRAMMAR_EVENTS: frozenset[str] = frozenset(
         "on_step_end",
         "on_epoch_end",
         "on_log",
+        "on_prediction_step",
+        "on_evaluate",
+        "on_save",
         "on_train_end",
     }
 )
-"""The events the training grammar knows so far (evaluate, predict, save and push come later)."""
+"""The events of a ``train()`` call (predict and push happen outside training)."""
 
 STATE_ENTER = "on_state_enter"
 STATE_EXIT = "on_state_exit"
@@ -132,6 +135,17 @@ DEFAULT_STATE_EVENTS: Mapping[str, frozenset[str]] = {
     ),
     "optimize": frozenset({"on_pre_optimizer_step", "on_optimizer_step", "on_step_end"}),
     "log": frozenset({"on_log"}),
+    "evaluate": frozenset(
+        {
+            "on_prediction_step",
+            "on_log",
+            "on_evaluate",
+            "on_before_forward",
+            "on_after_forward",
+            "on_after_loss",
+        }
+    ),
+    "save": frozenset({"on_save"}),
     "epoch_end": frozenset({"on_epoch_end"}),
     "done": frozenset({"on_log", "on_train_end"}),
 }
@@ -462,6 +476,8 @@ class _TraceParser:
         self.where = [f"run {number}"]
         pos, entry = self.take("on_train_begin", what="start of a train() call")
         self.values.begin(pos, entry)
+        if self.peek() in ("on_prediction_step", "on_log") and self.starts_evaluation():
+            self.evaluation()  # eval_on_start
         if self.peek() != "on_epoch_begin" and entry.global_step == 0:
             self.fail_unexpected(("on_epoch_begin",), "a fresh run trains at least one epoch")
         while self.peek() == "on_epoch_begin":
@@ -517,13 +533,34 @@ class _TraceParser:
         self.flags(after="on_step_end")
 
     def flags(self, after: str) -> None:
-        """flags = [ train_log ]  (extension point: [ evaluation ] [ save ], in HF's order)"""
+        """flags = [ train_log ] [ evaluation ] [ save ]  (HF's act-on-flags order)"""
         if self.peek() == "on_log" and self.starts_train_log(after):
             pos, entry = self.take("on_log")
             self.values.train_log(pos, entry)
+        if self.peek() in ("on_prediction_step", "on_log") and self.starts_evaluation():
+            self.evaluation()
+        if self.peek() == "on_save":
+            pos, entry = self.take("on_save")
+            self.values.unchanged(pos, entry)
+
+    def starts_evaluation(self) -> bool:
+        """An evaluation is its prediction steps, or directly its metrics log followed by on_evaluate."""
+        return self.peek() == "on_prediction_step" or self.peek(1) == "on_evaluate"
+
+    def evaluation(self) -> None:
+        """evaluation = { on_prediction_step } on_log on_evaluate"""
+        while self.peek() == "on_prediction_step":
+            pos, entry = self.take("on_prediction_step")
+            self.values.unchanged(pos, entry)
+        pos, entry = self.take("on_log", what="the evaluation's metrics log")
+        self.values.unchanged(pos, entry)
+        pos, entry = self.take("on_evaluate", what="after the evaluation's metrics log")
+        self.values.unchanged(pos, entry)
 
     def starts_train_log(self, after: str) -> bool:
-        """Whether the ``on_log`` at the cursor is a training log, not the summary (LL(2))."""
+        """Whether the ``on_log`` at the cursor is a training log, not the summary or an eval log (LL(2))."""
+        if self.peek(1) == "on_evaluate":
+            return False
         # at the end of a truncated trace, take it as the summary: "expected on_train_end" is clearer
         return after == "on_step_end" or self.peek(1) not in ("on_train_end", None)
 

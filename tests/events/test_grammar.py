@@ -305,7 +305,7 @@ def test_train_end_right_after_a_step() -> None:
 def test_events_outside_the_training_grammar_are_named() -> None:
     trace = build()
     position = index(trace, "on_step_end") + 1
-    err = error([*trace[:position], ("on_evaluate", 1, 0.4), *trace[position:]])
+    err = error([*trace[:position], ("on_predict", 1, 0.4), *trace[position:]])
     assert err.position == position and "not an event of the training grammar" in str(err)
 
 
@@ -663,3 +663,26 @@ def test_transformers_trainer_traces_pass_the_grammar(config: str, tmp_path: Pat
         names = recorder.names
         broken = names.index("on_epoch_end")
         assert names[broken - 3 : broken] == ["on_step_begin", "on_substep_end", "on_substep_end"]
+
+
+def test_evaluation_and_save_inside_act_on_flags() -> None:
+    from statetrain.testing.grammar import check_trace
+
+    trace = [
+        ("on_train_begin", 0, 0.0),
+        ("on_prediction_step", 0, 0.0), ("on_log", 0, 0.0), ("on_evaluate", 0, 0.0),  # eval_on_start
+        ("on_epoch_begin", 0, 0.0),
+        ("on_step_begin", 0, 0.0), ("on_pre_optimizer_step", 0, 0.0), ("on_optimizer_step", 0, 0.0),
+        ("on_step_end", 1, 0.5), ("on_log", 1, 0.5),
+        ("on_prediction_step", 1, 0.5), ("on_log", 1, 0.5), ("on_evaluate", 1, 0.5), ("on_save", 1, 0.5),
+        ("on_step_begin", 1, 0.5), ("on_pre_optimizer_step", 1, 0.5), ("on_optimizer_step", 1, 0.5),
+        ("on_step_end", 2, 1.0),
+        ("on_epoch_end", 2, 1.0), ("on_log", 2, 1.0), ("on_log", 2, 1.0), ("on_evaluate", 2, 1.0),
+        ("on_save", 2, 1.0),
+        ("on_log", 2, 1.0), ("on_train_end", 2, 1.0),
+    ]
+    check_trace(trace)
+    # a save before the evaluation breaks HF's order
+    swapped = trace[:13] + [("on_save", 1, 0.5)] + trace[10:13] + trace[14:]
+    with pytest.raises(ValueError):
+        check_trace(swapped)
