@@ -683,6 +683,6 @@ def test_evaluation_and_save_inside_act_on_flags() -> None:
     ]
     check_trace(trace)
     # a save before the evaluation breaks HF's order
-    swapped = trace[:13] + [("on_save", 1, 0.5)] + trace[10:13] + trace[14:]
+    swapped = [*trace[:13], ("on_save", 1, 0.5), *trace[10:13], *trace[14:]]
     with pytest.raises(ValueError):
         check_trace(swapped)
