@@ -106,17 +106,21 @@ def write_checkpoint(
     and ``ValueError`` when ``name`` is not a plain, non-hidden folder name.
     """
     _check_name(name)
+    if not isinstance(metadata, dict):
+        raise TypeError(f"checkpoint metadata must be a dict, got {type(metadata).__name__}")
     output_dir = Path(output_dir)
     target = output_dir / name
     tmp: Path | None = None
     aside: Path | None = None
+    committed = False
     stage = "preparing the output folder"
     try:
         _ensure_dir(output_dir)
         clean_stale(output_dir)
         stage = "creating the temporary folder"
-        tmp = output_dir / f".tmp-{name}-{secrets.token_hex(8)}"
-        os.mkdir(tmp)
+        candidate = output_dir / f".tmp-{name}-{secrets.token_hex(8)}"
+        os.mkdir(candidate)
+        tmp = candidate
         stage = "writing the checkpoint files"
         write_files(tmp)
         stage = "hashing and syncing the checkpoint files"
@@ -139,15 +143,16 @@ def write_checkpoint(
             if aside is not None:
                 _put_back(aside, target)
             raise
-        tmp = None
+        tmp, committed = None, True
         stage = "syncing the output folder"
         _fsync_dir(output_dir)
     except Exception as exc:
-        if tmp is None:
+        if committed:
             outcome = "the checkpoint is in place but may not survive a power loss"
+        elif tmp is None or _remove(tmp):
+            outcome = "nothing was left behind and earlier checkpoints are untouched"
         else:
-            _remove(tmp)
-            outcome = "the temporary folder was removed and earlier checkpoints are untouched"
+            outcome = f"earlier checkpoints are untouched; {tmp.name} could not be removed (the next write will)"
         raise _write_error(target, stage, exc, outcome) from exc
     except BaseException:
         if tmp is not None:
@@ -430,8 +435,8 @@ def _check_manifest(manifest_path: Path, manifest: Any) -> dict[str, tuple[int, 
     return expected
 
 
-def _remove(path: Path) -> None:
-    """Remove a file or folder tree; failures are logged (the next :func:`clean_stale` retries)."""
+def _remove(path: Path) -> bool:
+    """Remove a file or folder tree; a failure is logged and returns False (the next :func:`clean_stale` retries)."""
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
@@ -441,6 +446,8 @@ def _remove(path: Path) -> None:
         pass
     except OSError as exc:
         logger.warning("could not remove %s: %s", path, exc)
+        return False
+    return True
 
 
 def _put_back(aside: Path, target: Path) -> None:

@@ -1,7 +1,7 @@
 """The default loop as data: HF's training flow, state by state, transition by transition.
 
-Act-on-flags after a step or an epoch end is a chain of optional states (log, then evaluate;
-save joins the chain with checkpoints), each followed by the same "resume" transitions: back to the
+Act-on-flags after a step or an epoch end is a chain of optional states: log, then evaluate,
+then save, each followed by the same "resume" transitions: back to the
 next window mid-epoch, to the epoch end when the epoch is over or a stop was requested, and at an
 epoch end on to the next epoch or to done.
 """
@@ -18,6 +18,7 @@ from statetrain.states import (
     InitState,
     LogState,
     OptimizeState,
+    SaveState,
     StepState,
 )
 
@@ -35,6 +36,8 @@ NOT_TRAINING_STOP = Guard("not should_training_stop", lambda run: not run.contro
 SHOULD_EVALUATE = Guard("should_evaluate", lambda run: run.control.should_evaluate)
 EVAL_ON_START = Guard("eval_on_start", lambda run: bool(run.args.eval_on_start))
 AT_START = Guard("at start", lambda run: run.starting)
+SHOULD_SAVE = Guard("should_save", lambda run: run.control.should_save)
+BUDGET_SPENT = Guard("max_steps reached", lambda run: run.budget_spent)
 SHOULD_LOG = Guard(
     "should_log and step moved",
     lambda run: run.control.should_log and run.state.global_step > run.engine.globalstep_last_logged,
@@ -54,9 +57,10 @@ def resume_transitions(source: str) -> list[Transition]:
 def default_transitions() -> list[Transition]:
     """The HF flow; order within a source is priority order."""
     return [
+        Transition("init", "finish", "done", (BUDGET_SPENT,)),
         Transition("init", "evaluate", "evaluate", (EVAL_ON_START,)),
         Transition("init", "start", "epoch", (EPOCHS_REMAIN,)),
-        Transition("init", "finish", "done"),
+        Transition("init", "no_epochs", "done"),
         Transition("epoch", "next_window", "step"),
         Transition("step", "end_epoch", "epoch_end", (WINDOW_EMPTY,)),
         Transition("step", "next_batch", "accumulate"),
@@ -66,15 +70,20 @@ def default_transitions() -> list[Transition]:
         Transition("accumulate", "next_window", "step"),
         Transition("optimize", "log", "log", (SHOULD_LOG,)),
         Transition("optimize", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
+        Transition("optimize", "save", "save", (SHOULD_SAVE,)),
         Transition("optimize", "end_epoch", "epoch_end", (EPOCH_OVER,)),
         Transition("optimize", "next_window", "step"),
         Transition("log", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
+        Transition("log", "save", "save", (SHOULD_SAVE,)),
         *resume_transitions("log"),
         Transition("evaluate", "start", "epoch", (AT_START, EPOCHS_REMAIN)),
         Transition("evaluate", "skip_training", "done", (AT_START,)),
+        Transition("evaluate", "save", "save", (SHOULD_SAVE,)),
         *resume_transitions("evaluate"),
+        *resume_transitions("save"),
         Transition("epoch_end", "log", "log", (SHOULD_LOG,)),
         Transition("epoch_end", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
+        Transition("epoch_end", "save", "save", (SHOULD_SAVE,)),
         Transition("epoch_end", "next_epoch", "epoch", (EPOCHS_REMAIN, NOT_TRAINING_STOP)),
         Transition("epoch_end", "finish", "done"),
     ]
@@ -90,6 +99,7 @@ def default_machine() -> MachineSpec:
         OptimizeState(),
         LogState(),
         EvaluateState(),
+        SaveState(),
         EpochEndState(),
         DoneState(),
     ]

@@ -81,6 +81,9 @@ class Run:
         # before the first epoch starts (the eval_on_start evaluation happens then)
         self.starting = True
         self.ignore_keys_for_eval: list[str] | None = None
+        # resuming: the first epoch skips what the checkpoint consumed; RNG is restored once in place
+        self.resuming = False
+        self.pending_rng: dict[str, Any] | None = None
 
     @property
     def control(self) -> TrainerControl:

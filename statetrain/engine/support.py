@@ -53,6 +53,12 @@ IMPLEMENTED = frozenset(
         "bf16",
         "fp16",
         "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "save_only_model",
+        "load_best_model_at_end",
+        "restore_callback_states_from_checkpoint",
+        "ignore_data_skip",
         "report_to",
         "eval_strategy",
         "evaluation_strategy",
@@ -77,6 +83,7 @@ IMPLEMENTED = frozenset(
 INERT = frozenset(
     [
         "run_name",
+        "resume_from_checkpoint",
         "log_level",
         "log_level_replica",
         "log_on_each_node",
@@ -87,10 +94,7 @@ INERT = frozenset(
         "do_eval",
         "do_predict",
         "eval_use_gather_object",
-        "save_steps",
-        "save_total_limit",
         "save_on_each_node",
-        "save_only_model",
         "save_safetensors",
         "overwrite_output_dir",
         "skip_memory_metrics",
@@ -125,10 +129,6 @@ INERT = frozenset(
 
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
-    "load_best_model_at_end": "checkpoints",
-    "restore_callback_states_from_checkpoint": "checkpoints",
-    "ignore_data_skip": "checkpoints",
-    "resume_from_checkpoint": "checkpoints",
     "enable_jit_checkpoint": "checkpoints",
     "label_smoothing_factor": "the label smoother",
     "neftune_noise_alpha": "NEFTune",
@@ -146,7 +146,6 @@ NEEDS = {
 
 SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {
     "train_sampling_strategy": ("random", "sequential"),
-    "save_strategy": ("no",),
     "report_to": ("none",),
 }
 
@@ -166,8 +165,6 @@ def check_supported_arguments(args: Any) -> None:
             f"does not have yet; leave {name} at its default"
         )
     for name, allowed in SUPPORTED_VALUES.items():
-        if name == "save_strategy":
-            continue  # decided at train(): HF's default "steps" only matters once a step saves
         value = getattr(args, name, None)
         values = [_plain(v) for v in value] if isinstance(value, (list, tuple)) else [_plain(value)]
         if name == "report_to" and values in ([], ["none"]):
@@ -177,13 +174,3 @@ def check_supported_arguments(args: Any) -> None:
             raise NotImplementedError(
                 f"TrainingArguments.{name}={bad[0]!r} is not implemented yet; supported: {list(allowed)}"
             )
-
-
-def check_supported_at_train(args: Any) -> None:
-    """Checkpoints do not exist yet: a save strategy other than "no" would be silently skipped."""
-    strategy = _plain(args.save_strategy)
-    if strategy != "no":
-        raise NotImplementedError(
-            f"TrainingArguments.save_strategy={strategy!r} needs checkpoints (the save state), which "
-            "this version of statetrain does not have yet; pass save_strategy='no'"
-        )

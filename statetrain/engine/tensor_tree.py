@@ -175,7 +175,7 @@ class _Flattener:
             raise TypeError(f"cannot serialize numpy {tag} of dtype {dtype} at {_show(path)}")
         native = array.astype(dtype.newbyteorder("="), copy=False)
         try:
-            tensor = torch.from_numpy(np.ascontiguousarray(native))
+            tensor = torch.from_numpy(np.array(native, order="C", copy=True))  # keeps 0-dim, unlike ascontiguousarray
         except TypeError as error:
             raise TypeError(f"cannot serialize numpy {tag} of dtype {dtype} at {_show(path)}: {error}") from None
         return {"t": tag, "key": self._add_tensor(tensor, path), "dtype": dtype.str, "shape": list(array.shape)}
@@ -244,7 +244,7 @@ class _Unflattener:
                 result[key] = self.value(pair[1], _child_path(path, key))
             if "metadata" in node:
                 metadata = self.value(node["metadata"], _child_path(path, "_metadata"))
-                if type(metadata) is not dict:
+                if not isinstance(metadata, dict):
                     raise self.fail(path, "OrderedDict metadata must be a dict")
                 result._metadata = metadata  # type: ignore[attr-defined]
             return result

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sequent
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.engine.accel import build_accelerator
+from statetrain.engine.checkpointing import CheckpointMixin, load_model_weights
 from statetrain.engine.context import EngineState, TrainerControl, TrainerState
 from statetrain.engine.data import (
     RemoveColumnsCollator,
@@ -40,7 +41,7 @@ from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
 from statetrain.engine.plan import plan_training
 from statetrain.engine.run import Run
 from statetrain.engine.schedulers import get_scheduler
-from statetrain.engine.support import check_supported_arguments, check_supported_at_train
+from statetrain.engine.support import check_supported_arguments
 from statetrain.engine.training_args import TrainingArguments
 from statetrain.events.bus import EventBus, Handler
 from statetrain.events.event import Event
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 CAUSAL_LM_LOSS_TYPES = {"ForCausalLM", "ForCausalLMLoss"}
 
 
-class Trainer(EvaluationMixin):
+class Trainer(EvaluationMixin, CheckpointMixin):
     """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
 
     def __init__(
@@ -372,15 +373,12 @@ class Trainer(EvaluationMixin):
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
         """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
-        if resume_from_checkpoint not in (None, False):
-            raise NotImplementedError(
-                "train(resume_from_checkpoint=...) needs checkpoints, which this version of "
-                "statetrain does not have yet"
-            )
         if trial is not None:
             raise NotImplementedError("train(trial=...): hyperparameter search is not supported")
         args = self.args
-        check_supported_at_train(args)
+        checkpoint = None
+        if resume_from_checkpoint not in (None, False):
+            checkpoint = self.resolve_checkpoint(resume_from_checkpoint)  # type: ignore[arg-type]
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(args.seed, deterministic=bool(args.full_determinism))
@@ -392,19 +390,31 @@ class Trainer(EvaluationMixin):
             self.lr_scheduler = None
             self._created_lr_scheduler = False
 
+        if checkpoint is not None:
+            load_model_weights(self.model, checkpoint)  # before prepare, as HF
         train_dataloader = self.get_train_dataloader()
         plan = plan_training(args, train_dataloader, self._train_batch_size, self.num_examples)
-        self.state = TrainerState(
-            train_batch_size=self._train_batch_size,
-            max_steps=plan.max_steps,
-            num_train_epochs=plan.num_train_epochs,
-            is_local_process_zero=self.is_local_process_zero(),
-            is_world_process_zero=self.is_world_process_zero(),
-        )
+        self.state = TrainerState(train_batch_size=self._train_batch_size)
         self.state.compute_steps(args, plan.max_steps)
-        run = Run(self, plan, self.state, EngineState())
+        engine = EngineState()
+        if checkpoint is not None:
+            self.state, engine = self.load_checkpoint_state(checkpoint)
+        self.state.max_steps = plan.max_steps  # a larger budget extends the run
+        self.state.num_train_epochs = plan.num_train_epochs
+        self.state.is_local_process_zero = self.is_local_process_zero()
+        self.state.is_world_process_zero = self.is_world_process_zero()
+        run = Run(self, plan, self.state, engine)
         run.ignore_keys_for_eval = ignore_keys_for_eval
+        if checkpoint is not None:
+            self.check_resume_compatible(checkpoint, run)
+            self.restore_callback_states(self.state)
+            run.resuming = not args.ignore_data_skip
+            if args.ignore_data_skip:
+                engine.batches_in_epoch = 0
+            run.pending_rng = self.load_rng(checkpoint)
         self._prepare_run(run, train_dataloader)
+        if checkpoint is not None:
+            self.load_optimizer_and_schedule(checkpoint, run)
         self._run = run
         try:
             drive(self.machine, run)

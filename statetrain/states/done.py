@@ -27,7 +27,8 @@ class DoneState(State):
         engine.total_loss_scalar += trainer.mean_across_processes(tr_loss).item()
         tr_loss.zero_()
         steps = state.global_step - run.initial_global_step
-        train_loss = engine.total_loss_scalar / max(steps, 0.001)
+        # the loss sums travel with checkpoints, so this is the mean over the whole run, resumed or not
+        train_loss = engine.total_loss_scalar / max(state.global_step, 0.001)
         metrics = speed_metrics(
             "train",
             run.start_time,
@@ -38,5 +39,6 @@ class DoneState(State):
         metrics["total_flos"] = state.total_flos
         metrics["train_loss"] = train_loss
         trainer.log(metrics)
+        trainer.finish_checkpoints()
         run.fire(Event.ON_TRAIN_END)
         run.output = TrainOutput(state.global_step, train_loss, metrics)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from accelerate import skip_first_batches
+
+from statetrain.engine.rng import restore_rng_state
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
@@ -38,7 +41,16 @@ class EpochState(State):
         run.grad_norm = None
         run.learning_rate = None
         run.fire(Event.ON_EPOCH_BEGIN)
-        set_loader_epoch(run.train_dataloader, engine.epoch_index)
-        run.epoch_iterator = iter(run.train_dataloader)
+        loader = run.train_dataloader
+        skip = engine.batches_in_epoch if run.resuming else 0
+        if skip:
+            # sampler-level skip: the consumed indices are passed over, their batches never loaded
+            loader = skip_first_batches(loader, skip)
+        set_loader_epoch(loader, engine.epoch_index)
+        if run.pending_rng is not None and not skip:
+            restore_rng_state(run.pending_rng)  # before the iterator draws its seed, as the first run did
+            run.pending_rng = None
+        run.resuming = False
+        run.epoch_iterator = iter(loader)
         run.update_step = engine.batches_in_epoch // run.plan.gradient_accumulation_steps
         run.epoch_had_batches = engine.batches_in_epoch > 0

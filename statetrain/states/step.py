@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from statetrain.engine.rng import restore_rng_state
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
@@ -28,6 +29,10 @@ class StepState(State):
         trainer = run.trainer
         run.window, run.num_items_in_batch = trainer.get_batch_samples(run.epoch_iterator, size, run.args.device)
         run.window_pos = 0
+        if run.pending_rng is not None:
+            # mid-epoch resume: the skipped iterator is built; now the RNG continues where it stopped
+            restore_rng_state(run.pending_rng)
+            run.pending_rng = None
         trainer.current_gradient_accumulation_steps = len(run.window)
         if run.window:
             run.fire(Event.ON_STEP_BEGIN)

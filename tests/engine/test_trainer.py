@@ -95,18 +95,18 @@ def test_unimplemented_arguments_are_refused_by_name(tmp_path: Path, field: str,
         Trainer(model=TinyRegressor(), args=args(tmp_path, **{field: value}))
 
 
-def test_default_save_strategy_is_refused_at_train_not_silently_skipped(tmp_path: Path) -> None:
+def test_default_save_strategy_saves_the_last_step(tmp_path: Path) -> None:
     trainer = Trainer(
         model=TinyRegressor(),
-        args=TrainingArguments(str(tmp_path), use_cpu=True, max_steps=2),
+        args=TrainingArguments(str(tmp_path), use_cpu=True, max_steps=2, disable_tqdm=True),
         train_dataset=regression_rows(8),
     )
-    with pytest.raises(NotImplementedError, match="save_strategy='no'"):
-        trainer.train()
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
 
 
-def test_unimplemented_trainer_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="resume_from_checkpoint"):
+def test_resume_without_any_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no valid checkpoint found in output_dir"):
         Trainer(model=TinyRegressor(), args=args(tmp_path), train_dataset=regression_rows(8)).train(
             resume_from_checkpoint=True
         )

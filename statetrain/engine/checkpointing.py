@@ -1,0 +1,248 @@
+"""Checkpoints of a run and resuming from them: what goes into a checkpoint and how it comes back.
+
+The on-disk lifecycle (temporary folder, fsync, rename, manifest with checksums, rotation) is
+``checkpoint_store``'s job; tensors and nested state go through ``tensor_tree`` (safetensors +
+JSON, never pickle). This module decides the content, in HF's layout where HF has one:
+
+``model.safetensors`` (+ ``config.json`` and the processing class when they can be saved),
+``optimizer.*``, ``scheduler.*``, ``scaler.*``, ``rng_state[_<rank>].*``, ``trainer_state.json``
+(HF's layout), ``engine_state.json`` (machine state, data position, loss sums) and
+``training_args.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+from torch import nn
+
+from statetrain.engine.checkpoint_store import (
+    PREFIX,
+    latest_good_checkpoint,
+    rotate_checkpoints,
+    verify_checkpoint,
+    write_checkpoint,
+)
+from statetrain.engine.context import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
+from statetrain.engine.data import has_length
+from statetrain.engine.rng import load_rng_state, save_rng_state
+from statetrain.engine.tensor_tree import load_tree, save_tree
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "model.safetensors"
+ARGS_NAME = "training_args.json"
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot continue this run; the message names what differs or what is missing."""
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def save_model_files(model: nn.Module, processing_class: Any, folder: Path) -> None:
+    """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
+
+    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
+    """
+    safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "save_pretrained", None)):
+        config.save_pretrained(str(folder))
+    if processing_class is not None and callable(getattr(processing_class, "save_pretrained", None)):
+        processing_class.save_pretrained(str(folder))
+
+
+def load_model_weights(model: nn.Module, folder: Path) -> None:
+    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error)."""
+    path = folder / MODEL_NAME
+    if not path.is_file():
+        raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
+    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise ResumeError(
+            f"{path} does not match the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
+
+
+class CheckpointMixin:
+    """Save and resume, mixed into the Trainer."""
+
+    if TYPE_CHECKING:  # what the Trainer provides
+        args: Any
+        accelerator: Any
+        model: nn.Module
+        processing_class: Any
+        state: TrainerState
+        control: Any
+        bus: Any
+        train_dataset: Any
+        lr_scheduler: Any
+        optimizer: Any
+
+        def store_flos(self, run: Run | None = None) -> None: ...
+        def snapshot_stateful_callbacks(self) -> None: ...
+
+    # --- saving -------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the model (and config, processing class) to ``output_dir`` (HF ``save_model``)."""
+        target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        if not self.args.should_save:
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target)
+        (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
+
+    def checkpoint_metadata(self, run: Run) -> dict[str, Any]:
+        """What a resume must match (or knowingly override), recorded in the manifest."""
+        return {
+            "global_step": self.state.global_step,
+            "world_size": self.args.world_size,
+            "per_device_train_batch_size": run.plan.total_train_batch_size
+            // (self.args.gradient_accumulation_steps * self.args.world_size),
+            "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+            "dataset_length": len(self.train_dataset) if has_length(self.train_dataset) else None,
+            "seed": self.args.seed,
+            "save_only_model": bool(self.args.save_only_model),
+        }
+
+    def save_checkpoint(self, run: Run) -> Path:
+        """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest)."""
+        args, state = self.args, self.state
+        self.store_flos(run)
+        output_dir = Path(args.output_dir)
+        name = f"{PREFIX}-{state.global_step}"
+        if _plain(args.save_strategy) in ("steps", "epoch", "best") and state.best_global_step:
+            best = output_dir / f"{PREFIX}-{state.best_global_step}"
+            if best.name == name or best.is_dir():
+                state.best_model_checkpoint = str(best)
+        self.snapshot_stateful_callbacks()
+        tr_loss = run.tr_loss
+        run.engine.tr_loss = float(tr_loss.item()) if tr_loss is not None else 0.0
+        engine_json = run.engine.to_json_string()
+        model = self.accelerator.unwrap_model(run.model)
+
+        def write_files(folder: Path) -> None:
+            save_model_files(model, self.processing_class, folder)
+            if not args.save_only_model:
+                raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
+                save_tree(raw_optimizer.state_dict(), folder, "optimizer")
+                save_tree(run.lr_scheduler.state_dict(), folder, "scheduler")
+                if self.accelerator.scaler is not None:
+                    save_tree(self.accelerator.scaler.state_dict(), folder, "scaler")
+                save_rng_state(folder, rank=args.process_index if args.world_size > 1 else None)
+            state.save_to_json(folder / TRAINER_STATE_NAME)
+            (folder / ENGINE_STATE_NAME).write_text(engine_json, encoding="utf-8")
+            (folder / ARGS_NAME).write_text(args.to_json_string(), encoding="utf-8")
+
+        path = write_checkpoint(output_dir, name, write_files, self.checkpoint_metadata(run))
+        protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
+        rotate_checkpoints(output_dir, args.save_total_limit, protected)
+        return path
+
+    # --- resuming -----------------------------------------------------------------------------
+    def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
+        """``True`` → the newest good checkpoint in ``output_dir``; a path → that one, verified."""
+        if resume_from_checkpoint is True:
+            found = latest_good_checkpoint(Path(self.args.output_dir))
+            if found is None:
+                raise ResumeError(f"no valid checkpoint found in output_dir {self.args.output_dir!r}")
+            return found
+        path = Path(str(resume_from_checkpoint))
+        if not path.is_dir():
+            raise ResumeError(f"resume_from_checkpoint={str(path)!r} is not a folder")
+        verify_checkpoint(path)
+        return path
+
+    def check_resume_compatible(self, path: Path, run: Run) -> dict[str, Any]:
+        """Refuse a checkpoint whose batch geometry or data differ from this run's, naming each change."""
+        manifest = verify_checkpoint(path)
+        recorded = manifest.get("metadata", {})
+        if recorded.get("save_only_model"):
+            raise ResumeError(
+                f"{path} was written with save_only_model=True: it holds no optimizer, scheduler or RNG "
+                "state, so training cannot continue exactly from it"
+            )
+        current = self.checkpoint_metadata(run)
+        changed = [
+            f"{key}: checkpoint {recorded.get(key)!r}, now {current[key]!r}"
+            for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "dataset_length")
+            if key in recorded and recorded.get(key) != current[key]
+        ]
+        if changed:
+            raise ResumeError(
+                f"cannot resume from {path}: the run changed ({'; '.join(changed)}). Resuming would "
+                "replay or skip different data; use the checkpoint's settings"
+            )
+        if recorded.get("seed") not in (None, current["seed"]):
+            warnings.warn(
+                f"resuming from {path} with seed {current['seed']} (the checkpoint used {recorded['seed']})",
+                stacklevel=2,
+            )
+        return manifest
+
+    def load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
+        state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
+        engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
+        if state.best_model_checkpoint is not None and not Path(state.best_model_checkpoint).is_dir():
+            logger.warning(
+                "the best checkpoint %s recorded in the resumed state no longer exists; ignoring it",
+                state.best_model_checkpoint,
+            )
+            state.best_model_checkpoint = None
+        return state, engine
+
+    def restore_callback_states(self, state: TrainerState) -> None:
+        """Put stored ``ExportableState`` values back into the registered callbacks, in place.
+
+        Instances of one class are matched to the stored list in registration order. This is the
+        default (HF restores only with ``restore_callback_states_from_checkpoint``): a resumed run
+        must continue, not restart, an early-stopping count.
+        """
+        seen: dict[str, int] = {}
+        for callback in [*self.bus.callbacks, self.control]:
+            if not callable(getattr(callback, "state", None)):
+                continue
+            cls_name = type(callback).__name__
+            stored = state.stateful_callbacks.get(cls_name)
+            if stored is None:
+                continue
+            entries = stored if isinstance(stored, list) else [stored]
+            index = seen.get(cls_name, 0)
+            seen[cls_name] = index + 1
+            if index >= len(entries):
+                logger.warning("checkpoint holds no state for %s instance %d", cls_name, index + 1)
+                continue
+            for key, value in entries[index].get("attributes", {}).items():
+                setattr(callback, key, value)
+            if cls_name == "TrainerControl":
+                for key, value in entries[index].get("args", {}).items():
+                    setattr(callback, key, value)
+
+    def load_optimizer_and_schedule(self, path: Path, run: Run) -> None:
+        raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
+        raw_optimizer.load_state_dict(load_tree(path, "optimizer", map_location=self.args.device))
+        run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(load_tree(path, "scaler"))
+
+    def load_rng(self, path: Path) -> dict[str, Any]:
+        return load_rng_state(path, rank=self.args.process_index if self.args.world_size > 1 else None)
+
+    def finish_checkpoints(self) -> None:
+        """End of training: load the best weights when ``load_best_model_at_end`` asks for them."""
+        best = self.state.best_model_checkpoint
+        if best is None:
+            return
+        if self.args.load_best_model_at_end:
+            logger.info("loading the best model from %s (score %s)", best, self.state.best_metric)
+            load_model_weights(self.accelerator.unwrap_model(self.model), Path(best))

@@ -1,0 +1,25 @@
+"""save: write a complete, verified checkpoint, then announce ``on_save``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from statetrain.events.event import Event
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class SaveState(State):
+    """The checkpoint is committed (renamed into place, manifest verified) before ``on_save`` fires."""
+
+    name = "save"
+    reads = ("model", "optimizer", "lr_scheduler", "state", "engine")
+    writes = ("state.best_model_checkpoint", "control.should_save")
+    fires = (Event.ON_SAVE,)
+
+    def run(self, run: Run) -> None:
+        run.engine.current_state = self.name
+        run.trainer.save_checkpoint(run)
+        run.fire(Event.ON_SAVE)
