@@ -31,6 +31,7 @@ import os
 import secrets
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,8 @@ class _Unflattener:
             self._fields(node, path, {"t", "key", "dtype", "shape"}, frozenset({"parameter", "requires_grad"}))
             tensor = self._tensor(node, path, str(node["dtype"]))
             requires_grad = node.get("requires_grad", False) is True
+            if requires_grad and not (tensor.is_floating_point() or tensor.is_complex()):
+                raise self.fail(path, f"a {tensor.dtype} tensor cannot require grad")
             if node.get("parameter", False) is True:
                 return torch.nn.Parameter(tensor, requires_grad=requires_grad)
             return tensor.requires_grad_(requires_grad) if requires_grad else tensor
@@ -362,7 +365,7 @@ def tree_paths(directory: Path | str, name: str) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write via a temporary file + rename so a crash never leaves a half-written checkpoint file."""
     tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"))
     try:
