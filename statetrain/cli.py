@@ -71,8 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from statetrain.demo import run_demo
+    from statetrain.engine.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
 
-    result = run_demo(options.output_dir, epochs=options.epochs, disable_tqdm=options.no_progress)
+    try:
+        result = run_demo(options.output_dir, epochs=options.epochs, disable_tqdm=options.no_progress)
+    except TrainingPreempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr)
+        return PREEMPTION_EXIT_CODE
     print(f"loss: first logged {result.first_loss:.4f} -> last logged {result.last_loss:.4f}")
     print(f"held-out accuracy: {result.accuracy:.3f}")
     print(f"logs written to {result.output_dir}/")

@@ -18,6 +18,7 @@ from statetrain.states import (
     InitState,
     LogState,
     OptimizeState,
+    PreemptState,
     SaveState,
     StepState,
 )
@@ -37,6 +38,7 @@ SHOULD_EVALUATE = Guard("should_evaluate", lambda run: run.control.should_evalua
 EVAL_ON_START = Guard("eval_on_start", lambda run: bool(run.args.eval_on_start))
 AT_START = Guard("at start", lambda run: run.starting)
 SHOULD_SAVE = Guard("should_save", lambda run: run.control.should_save)
+PREEMPTED = Guard("signal received", lambda run: run.preemption.requested)
 BUDGET_SPENT = Guard("max_steps reached", lambda run: run.budget_spent)
 SHOULD_LOG = Guard(
     "should_log and step moved",
@@ -47,6 +49,7 @@ SHOULD_LOG = Guard(
 def resume_transitions(source: str) -> list[Transition]:
     """Where the loop goes once the flag-driven work after a step or an epoch end is finished."""
     return [
+        Transition(source, "preempt", "preempt", (PREEMPTED,)),
         Transition(source, "next_epoch", "epoch", (AT_EPOCH_END, EPOCHS_REMAIN, NOT_TRAINING_STOP)),
         Transition(source, "finish", "done", (AT_EPOCH_END,)),
         Transition(source, "end_epoch", "epoch_end", (EPOCH_OVER,)),
@@ -71,6 +74,7 @@ def default_transitions() -> list[Transition]:
         Transition("optimize", "log", "log", (SHOULD_LOG,)),
         Transition("optimize", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         Transition("optimize", "save", "save", (SHOULD_SAVE,)),
+        Transition("optimize", "preempt", "preempt", (PREEMPTED,)),
         Transition("optimize", "end_epoch", "epoch_end", (EPOCH_OVER,)),
         Transition("optimize", "next_window", "step"),
         Transition("log", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
@@ -84,8 +88,10 @@ def default_transitions() -> list[Transition]:
         Transition("epoch_end", "log", "log", (SHOULD_LOG,)),
         Transition("epoch_end", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         Transition("epoch_end", "save", "save", (SHOULD_SAVE,)),
+        Transition("epoch_end", "preempt", "preempt", (PREEMPTED,)),
         Transition("epoch_end", "next_epoch", "epoch", (EPOCHS_REMAIN, NOT_TRAINING_STOP)),
         Transition("epoch_end", "finish", "done"),
+        Transition("preempt", "finish", "done"),
     ]
 
 
@@ -100,6 +106,7 @@ def default_machine() -> MachineSpec:
         LogState(),
         EvaluateState(),
         SaveState(),
+        PreemptState(),
         EpochEndState(),
         DoneState(),
     ]

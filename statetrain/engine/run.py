@@ -8,9 +8,11 @@ rebuilds rather than stores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.engine.preemption import PreemptionRequest
 from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
 
@@ -84,6 +86,10 @@ class Run:
         # resuming: the first epoch skips what the checkpoint consumed; RNG is restored once in place
         self.resuming = False
         self.pending_rng: dict[str, Any] | None = None
+        # preemption: the pending signal, and the checkpoint written for it
+        self.preemption = PreemptionRequest()
+        self.preempted_checkpoint: Path | None = None
+        self.last_saved_step = -1
 
     @property
     def control(self) -> TrainerControl:

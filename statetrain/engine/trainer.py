@@ -39,6 +39,7 @@ from statetrain.engine.metrics import TrainOutput
 from statetrain.engine.optim import decay_parameter_names, grouped_parameters
 from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
 from statetrain.engine.plan import plan_training
+from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
 from statetrain.engine.run import Run
 from statetrain.engine.schedulers import get_scheduler
 from statetrain.engine.support import check_supported_arguments
@@ -417,9 +418,12 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             self.load_optimizer_and_schedule(checkpoint, run)
         self._run = run
         try:
-            drive(self.machine, run)
+            with preemption_handlers(run.preemption):
+                drive(self.machine, run)
         finally:
             self.is_in_train = False
+        if run.preempted_checkpoint is not None:
+            raise TrainingPreempted(run.preemption.signal_name, run.preempted_checkpoint, self.state.global_step)
         assert isinstance(run.output, TrainOutput)
         return run.output
 

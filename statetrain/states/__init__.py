@@ -9,6 +9,7 @@ from statetrain.states.evaluate import EvaluateState
 from statetrain.states.init import InitState
 from statetrain.states.log import LogState
 from statetrain.states.optimize import OptimizeState
+from statetrain.states.preempt import PreemptState
 from statetrain.states.save import SaveState
 from statetrain.states.step import StepState
 
@@ -21,6 +22,7 @@ __all__ = [
     "InitState",
     "LogState",
     "OptimizeState",
+    "PreemptState",
     "SaveState",
     "State",
     "StepState",

@@ -22,4 +22,5 @@ class SaveState(State):
     def run(self, run: Run) -> None:
         run.engine.current_state = self.name
         run.trainer.save_checkpoint(run)
+        run.last_saved_step = run.state.global_step
         run.fire(Event.ON_SAVE)

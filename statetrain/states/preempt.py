@@ -1,0 +1,33 @@
+"""preempt: a signal asked the run to stop; write a checkpoint at this window boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from statetrain.engine.checkpoint_store import PREFIX
+from statetrain.states.base import State
+
+if TYPE_CHECKING:
+    from statetrain.engine.run import Run
+
+
+class PreemptState(State):
+    """Entered only between windows, so no partial window is ever saved or lost.
+
+    When the save state already wrote this step's checkpoint it is reused. Afterwards the machine
+    goes to ``done`` (summary log, ``on_train_end``) and ``train()`` raises ``TrainingPreempted``.
+    """
+
+    name = "preempt"
+    reads = ("preemption", "state.global_step")
+    writes = ("preempted_checkpoint",)
+
+    def run(self, run: Run) -> None:
+        existing = Path(run.args.output_dir) / f"{PREFIX}-{run.state.global_step}"
+        if run.last_saved_step == run.state.global_step and existing.is_dir():
+            run.preempted_checkpoint = existing
+        else:
+            run.engine.current_state = self.name
+            run.preempted_checkpoint = run.trainer.save_checkpoint(run)
+            run.last_saved_step = run.state.global_step
