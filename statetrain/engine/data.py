@@ -87,6 +87,9 @@ class RemoveColumnsCollator:
         return kept
 
     def __call__(self, features: list[Any]) -> Any:
+        columns = self.columns
+        if self._reported and all(isinstance(f, Mapping) and f.keys() <= columns for f in features):
+            return self.data_collator(features)  # nothing to drop: skip rebuilding every row
         return self.data_collator([self._strip(f) for f in features])
 
 
