@@ -204,13 +204,19 @@ class CheckpointMixin:
     def restore_callback_states(self, state: TrainerState) -> None:
         """Put stored ``ExportableState`` values back into the registered callbacks, in place.
 
-        Instances of one class are matched to the stored list in registration order. This is the
-        default (HF restores only with ``restore_callback_states_from_checkpoint``): a resumed run
-        must continue, not restart, an early-stopping count.
+        Instances of one class are matched to the stored list in registration order (HF pairs them
+        with stale entries). ``EarlyStoppingCallback`` is always restored, so a resumed run
+        continues its count (HF restarts it unless ``restore_callback_states_from_checkpoint``);
+        every other exportable callback, and the control, follow that argument as in HF.
         """
+        from statetrain.callbacks.early_stopping import EarlyStoppingCallback
+
+        restore_all = bool(self.args.restore_callback_states_from_checkpoint)
         seen: dict[str, int] = {}
         for callback in [*self.bus.callbacks, self.control]:
             if not callable(getattr(callback, "state", None)):
+                continue
+            if not (restore_all or isinstance(callback, EarlyStoppingCallback)):
                 continue
             cls_name = type(callback).__name__
             stored = state.stateful_callbacks.get(cls_name)

@@ -27,6 +27,7 @@ from statetrain.testing.grammar import TraceRecorder, check_state_nesting, check
 from tests.helpers import TinyRegressor, regression_rows
 
 Trace = list[tuple[str, int, float]]
+EVAL_ROWS, EVAL_BATCH = 5, 2  # three prediction steps per evaluation
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class Config:
     logging_strategy: str
     logging_steps: int
     logging_first_step: bool
+    eval_strategy: str = "no"
+    eval_steps: int = 1
+    save_strategy: str = "no"
+    save_steps: int = 1
 
     def arguments(self, output_dir: Path) -> TrainingArguments:
         length: dict[str, Any] = (
@@ -53,7 +58,11 @@ class Config:
             logging_first_step=self.logging_first_step,
             learning_rate=1e-2,
             optim="adamw_torch",
-            save_strategy="no",
+            eval_strategy=self.eval_strategy,
+            eval_steps=self.eval_steps,
+            per_device_eval_batch_size=EVAL_BATCH,
+            save_strategy=self.save_strategy,
+            save_steps=self.save_steps,
             report_to="none",
             use_cpu=True,
             disable_tqdm=True,
@@ -93,6 +102,13 @@ def expected_run(c: Config) -> Expected:
             logged.append(step)
             last_logged = step
 
+    def evaluate() -> None:
+        trace.extend([("on_prediction_step", step, epoch)] * math.ceil(EVAL_ROWS / EVAL_BATCH))
+        trace.extend([("on_log", step, epoch), ("on_evaluate", step, epoch)])
+
+    def save() -> None:
+        trace.append(("on_save", step, epoch))
+
     for e in range(epochs):
         trace.append(("on_epoch_begin", step, epoch))
         consumed = 0
@@ -108,14 +124,24 @@ def expected_run(c: Config) -> Expected:
             should_log = (step == 1 and c.logging_first_step) or (
                 c.logging_strategy == "steps" and step % c.logging_steps == 0
             )
+            last = step >= max_steps
             if should_log:
                 log_if_moved()
-            if step >= max_steps:
+            # HF §2: under "steps" the last step is always evaluated and saved
+            if c.eval_strategy == "steps" and (step % c.eval_steps == 0 or last):
+                evaluate()
+            if c.save_strategy == "steps" and (step % c.save_steps == 0 or last):
+                save()
+            if last:
                 stop = True
                 break
         trace.append(("on_epoch_end", step, epoch))
         if c.logging_strategy == "epoch":
             log_if_moved()
+        if c.eval_strategy == "epoch":
+            evaluate()
+        if c.save_strategy == "epoch":
+            save()
         if stop:
             break
     trace += [("on_log", step, epoch), ("on_train_end", step, epoch)]
@@ -129,6 +155,7 @@ def train(c: Config, output_dir: Path, setup: Any = None) -> tuple[Trainer, Trac
         model=TinyRegressor(),
         args=c.arguments(output_dir),
         train_dataset=regression_rows(c.rows),
+        eval_dataset=regression_rows(EVAL_ROWS, seed=99) if c.eval_strategy != "no" else None,
         callbacks=[recorder],
     )
     if setup is not None:
@@ -156,6 +183,10 @@ def configs(draw: st.DrawFn) -> Config:
         logging_strategy=draw(st.sampled_from(["steps", "epoch", "no"])),
         logging_steps=draw(st.integers(1, 5)),
         logging_first_step=draw(st.booleans()),
+        eval_strategy=draw(st.sampled_from(["no", "no", "steps", "epoch"])),
+        eval_steps=draw(st.integers(1, 4)),
+        save_strategy=draw(st.sampled_from(["no", "no", "steps", "epoch"])),
+        save_steps=draw(st.integers(1, 4)),
     )
 
 
@@ -222,4 +253,23 @@ def test_states_nest_around_their_events_with_accumulation_and_a_short_window(ou
     assert names.count("on_before_forward") == 10 and names.count("on_state_enter:accumulate") == 10
     hf_trace = hf_events_only(recorder.trace)
     check_trace(hf_trace, steps_in_epoch=5, gradient_accumulation_steps=2)
+    assert_same_trace([tuple(e) for e in hf_trace], expected_run(c).trace)
+
+
+def test_states_nest_with_evaluation_and_save(output_dir: Path) -> None:
+    c = Config(19, 4, 2, 2, None, "steps", 2, True, eval_strategy="steps", eval_steps=2, save_strategy="epoch")
+
+    def setup(trainer: Trainer, recorder: TraceRecorder) -> None:
+        def state_entry(d: Any) -> None:
+            recorder.trace.append((f"{d.event.value}:{d.payload['state_name']}", d.state.global_step, float(d.state.epoch)))
+
+        trainer.on(Event.ON_STATE_ENTER, state_entry)
+        trainer.on(Event.ON_STATE_EXIT, state_entry)
+
+    _, recorder = train(c, output_dir, setup)
+    check_state_nesting(recorder.trace)
+    entered = {n.split(":", 1)[1] for n, _, _ in recorder.trace if n.startswith("on_state_enter:")}
+    assert {"evaluate", "save"} <= entered
+    hf_trace = hf_events_only(recorder.trace)
+    check_trace(hf_trace)
     assert_same_trace([tuple(e) for e in hf_trace], expected_run(c).trace)
