@@ -43,6 +43,24 @@ def update_markdown(path: Path, mermaid: str) -> None:
     path.write_text(text[: start + len(BEGIN_MARK)] + mermaid + text[end:], encoding="utf-8")
 
 
+def check_trace_command(path: str, machine_path: str | None) -> int:
+    """Exit 0 when the trace follows the machine (and HF's grammar, for the default machine), else 1."""
+    from statetrain.testing.grammar import GrammarError, check_trace
+    from statetrain.testing.trace import TraceError, check_machine_trace, hf_trace, read_trace
+
+    machine = load_machine(machine_path)
+    try:
+        trace = read_trace(path)
+        check_machine_trace(trace, machine)
+        if machine_path is None:
+            check_trace(hf_trace(trace))
+    except (TraceError, GrammarError) as error:
+        print(f"{path}: invalid trace: {error}", file=sys.stderr)
+        return 1
+    print(f"{path}: {len(trace)} events follow the machine")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="statetrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,7 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     diagram.add_argument(
         "machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)"
     )
+    check = sub.add_parser("check-trace", help="validate a recorded event trace against a machine")
+    check.add_argument("trace", help="JSON-lines trace written by statetrain.testing.trace.TraceWriter")
+    check.add_argument("--machine", help="package.module:attribute of a MachineSpec (default: the Trainer's)")
     options = parser.parse_args(argv)
+
+    if options.command == "check-trace":
+        return check_trace_command(options.trace, options.machine)
 
     if options.command == "diagram":
         machine = load_machine(options.machine)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ class LogState(State):
     name = "log"
     reads = ("tr_loss", "grad_norm", "learning_rate", "engine.globalstep_last_logged")
     writes = ("state.log_history", "engine.total_loss_scalar", "engine.globalstep_last_logged")
+    fires = (Event.ON_LOG,)
 
     def run(self, run: Run) -> None:
         state, engine, trainer = run.state, run.engine, run.trainer
