@@ -51,6 +51,7 @@ import shutil
 import stat
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -387,10 +388,10 @@ def _hash_and_sync_tree(root: Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"checkpoints hold only regular files and folders; not regular: {', '.join(irregular)}")
     if MANIFEST_NAME in files:
         raise ValueError(f"the checkpoint writer must not create {MANIFEST_NAME}; statetrain writes it")
-    entries: dict[str, dict[str, Any]] = {}
-    for rel, full in files.items():
-        size, sha = _hash_file(full, sync=True)
-        entries[rel] = {"size": size, "sha256": sha}
+    # hashlib and fsync release the GIL: hash the files side by side (a checkpoint is a few large files)
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(files)))) as pool:
+        results = dict(zip(files, pool.map(lambda full: _hash_file(full, sync=True), files.values()), strict=True))
+    entries: dict[str, dict[str, Any]] = {rel: {"size": size, "sha256": sha} for rel, (size, sha) in results.items()}
     for folder, _, _ in os.walk(root, topdown=False, onerror=_raise):
         if Path(folder) != root:
             _fsync_dir(Path(folder))

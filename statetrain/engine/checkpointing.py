@@ -67,7 +67,10 @@ def load_model_weights(model: nn.Module, folder: Path) -> None:
     path = folder / MODEL_NAME
     if not path.is_file():
         raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
-    missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    try:
+        missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
+        raise ResumeError(f"{path} is not a readable safetensors file: {exc}") from exc
     if missing or unexpected:
         raise ResumeError(
             f"{path} does not match the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
@@ -88,6 +91,7 @@ class CheckpointMixin:
         train_dataset: Any
         lr_scheduler: Any
         optimizer: Any
+        _train_batch_size: int
 
         def store_flos(self, run: Run | None = None) -> None: ...
         def snapshot_stateful_callbacks(self) -> None: ...
@@ -102,13 +106,12 @@ class CheckpointMixin:
         save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target)
         (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
 
-    def checkpoint_metadata(self, run: Run) -> dict[str, Any]:
+    def checkpoint_metadata(self) -> dict[str, Any]:
         """What a resume must match (or knowingly override), recorded in the manifest."""
         return {
             "global_step": self.state.global_step,
             "world_size": self.args.world_size,
-            "per_device_train_batch_size": run.plan.total_train_batch_size
-            // (self.args.gradient_accumulation_steps * self.args.world_size),
+            "per_device_train_batch_size": self._train_batch_size,
             "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
             "dataset_length": len(self.train_dataset) if has_length(self.train_dataset) else None,
             "seed": self.args.seed,
@@ -144,7 +147,7 @@ class CheckpointMixin:
             (folder / ENGINE_STATE_NAME).write_text(engine_json, encoding="utf-8")
             (folder / ARGS_NAME).write_text(args.to_json_string(), encoding="utf-8")
 
-        path = write_checkpoint(output_dir, name, write_files, self.checkpoint_metadata(run))
+        path = write_checkpoint(output_dir, name, write_files, self.checkpoint_metadata())
         protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
         rotate_checkpoints(output_dir, args.save_total_limit, protected)
         return path
@@ -163,7 +166,7 @@ class CheckpointMixin:
         verify_checkpoint(path)
         return path
 
-    def check_resume_compatible(self, path: Path, run: Run) -> dict[str, Any]:
+    def check_resume_compatible(self, path: Path) -> dict[str, Any]:
         """Refuse a checkpoint whose batch geometry or data differ from this run's, naming each change."""
         manifest = verify_checkpoint(path)
         recorded = manifest.get("metadata", {})
@@ -172,7 +175,7 @@ class CheckpointMixin:
                 f"{path} was written with save_only_model=True: it holds no optimizer, scheduler or RNG "
                 "state, so training cannot continue exactly from it"
             )
-        current = self.checkpoint_metadata(run)
+        current = self.checkpoint_metadata()
         changed = [
             f"{key}: checkpoint {recorded.get(key)!r}, now {current[key]!r}"
             for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "dataset_length")

@@ -52,7 +52,11 @@ class _JsonModel(BaseModel):
     @classmethod
     def load_from_json(cls, json_path: str | Path) -> Any:
         path = Path(json_path)
-        return cls.from_json_string(path.read_text(encoding="utf-8"), source=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContextFileError(f"{path} is not a UTF-8 JSON file: {exc}") from exc
+        return cls.from_json_string(text, source=str(path))
 
 
 class TrainerState(_JsonModel):

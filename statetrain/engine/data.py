@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -128,4 +129,24 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True)
+        enable_full_determinism()
+
+
+# What HF's ``enable_full_determinism`` sets: cuBLAS needs a fixed workspace (or blocking launches,
+# depending on the CUDA version) before deterministic mode works; the others do the same for
+# Ascend NPUs and flash attention.
+DETERMINISM_ENV = {
+    "CUDA_LAUNCH_BLOCKING": "1",
+    "CUBLAS_WORKSPACE_CONFIG": ":16:8",
+    "ASCEND_LAUNCH_BLOCKING": "1",
+    "HCCL_DETERMINISTIC": "1",
+    "FLASH_ATTENTION_DETERMINISTIC": "1",
+}
+
+
+def enable_full_determinism(warn_only: bool = False) -> None:
+    """Deterministic kernels everywhere (``full_determinism``), as HF: slower, but bit-reproducible."""
+    os.environ.update(DETERMINISM_ENV)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False

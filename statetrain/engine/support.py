@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from statetrain.engine.loss import check_nan_inf_policy
+
 # Acted on by the engine.
 IMPLEMENTED = frozenset(
     [
@@ -30,6 +32,9 @@ IMPLEMENTED = frozenset(
         "logging_steps",
         "logging_first_step",
         "logging_nan_inf_filter",
+        "nan_inf_policy",
+        "label_smoothing_factor",
+        "include_num_input_tokens_seen",
         "seed",
         "data_seed",
         "full_determinism",
@@ -50,6 +55,18 @@ IMPLEMENTED = frozenset(
         "average_tokens_across_devices",
         "torch_empty_cache_steps",
         "train_sampling_strategy",
+        "length_column_name",
+        "dataloader_multiprocessing_context",
+        "activation_checkpointing",
+        "activation_checkpointing_kwargs",
+        "gradient_checkpointing",
+        "gradient_checkpointing_kwargs",
+        "torch_compile",
+        "torch_compile_backend",
+        "torch_compile_mode",
+        "neftune_noise_alpha",
+        "group_by_length",
+        "auto_find_batch_size",
         "bf16",
         "fp16",
         "save_strategy",
@@ -111,14 +128,8 @@ INERT = frozenset(
         "hub_always_push",
         "hub_revision",
         "push_to_hub",
-        "length_column_name",
         "dataloader_in_order",
-        "dataloader_multiprocessing_context",
         "place_model_on_device",
-        "gradient_checkpointing_kwargs",
-        "activation_checkpointing_kwargs",
-        "torch_compile_backend",
-        "torch_compile_mode",
         "optim_target_modules",
         "liger_kernel_config",
         "fsdp_config",
@@ -130,14 +141,6 @@ INERT = frozenset(
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
     "enable_jit_checkpoint": "checkpoints",
-    "label_smoothing_factor": "the label smoother",
-    "neftune_noise_alpha": "NEFTune",
-    "torch_compile": "torch.compile support",
-    "gradient_checkpointing": "gradient checkpointing",
-    "activation_checkpointing": "gradient checkpointing",
-    "group_by_length": "the length-grouped sampler",
-    "auto_find_batch_size": "automatic batch size search",
-    "include_num_input_tokens_seen": "input token counting",
     "fsdp": "FSDP through accelerate",
     "deepspeed": "DeepSpeed through accelerate",
     "use_liger_kernel": "Liger kernels",
@@ -145,7 +148,7 @@ NEEDS = {
 }
 
 SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {
-    "train_sampling_strategy": ("random", "sequential"),
+    "train_sampling_strategy": ("random", "sequential", "group_by_length"),
     "report_to": ("none",),
 }
 
@@ -156,6 +159,8 @@ def _plain(value: Any) -> Any:
 
 def check_supported_arguments(args: Any) -> None:
     """Refuse, by name, every non-default argument this version would otherwise ignore."""
+    # fields stay mutable after construction, so the statetrain-only choice is checked again here
+    check_nan_inf_policy(getattr(args, "nan_inf_policy", "filter"))
     for name, value in args.non_default_fields().items():
         if name in IMPLEMENTED or name in INERT:
             continue

@@ -94,6 +94,7 @@ class _Flattener:
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
+        self._storages: set[int] = set()
 
     def _add_tensor(self, tensor: torch.Tensor, path: str) -> str:
         if tensor.layout is not torch.strided:
@@ -103,10 +104,23 @@ class _Flattener:
         if tensor.is_quantized or tensor.is_meta or tensor.is_nested:
             raise TypeError(f"cannot serialize quantized, meta or nested tensor at {_show(path)}")
         key = str(len(self.tensors))
-        # clone: safetensors refuses tensors that share storage, and the caller may keep mutating theirs.
-        copy = tensor.detach().to("cpu", copy=True).resolve_conj().resolve_neg().contiguous()
-        self.tensors[key] = copy
+        self.tensors[key] = self._own_storage(tensor.detach())
         return key
+
+    def _own_storage(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensor itself when it alone fills a CPU storage; a copy otherwise.
+
+        safetensors refuses tensors that share storage, and a view of a larger buffer would drag the
+        buffer along; everything else (optimizer moments, above all) is written without a copy,
+        which is most of a checkpoint's bytes.
+        """
+        plain = tensor.resolve_conj().resolve_neg()
+        if plain.device.type == "cpu" and plain.is_contiguous() and plain.storage_offset() == 0:
+            storage = plain.untyped_storage()
+            if storage.nbytes() == plain.numel() * plain.element_size() and storage.data_ptr() not in self._storages:
+                self._storages.add(storage.data_ptr())
+                return plain
+        return plain.to("cpu", copy=True).contiguous()
 
     def key(self, value: Any, path: str) -> Any:
         """Encode a dict key: only hashable scalars and tuples of them, never tensors."""

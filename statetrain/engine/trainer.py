@@ -11,21 +11,23 @@ import contextlib
 import functools
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset
 
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.engine.accel import build_accelerator
+from statetrain.engine.batch_size_search import resume_batch_size, run_with_batch_size_search
 from statetrain.engine.checkpointing import CheckpointMixin, load_model_weights
+from statetrain.engine.collators import default_collator_for
 from statetrain.engine.context import EngineState, TrainerControl, TrainerState
 from statetrain.engine.data import (
     RemoveColumnsCollator,
-    default_data_collator,
     remove_unused_dataset_columns,
     seed_worker,
     set_seed,
@@ -34,13 +36,23 @@ from statetrain.engine.data import (
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
+from statetrain.engine.loader_options import loader_options
+from statetrain.engine.loss import LabelSmoother, NanInfGuard, WindowWeights, count_label_items, is_causal_lm
 from statetrain.engine.machine import MachineSpec
-from statetrain.engine.metrics import TrainOutput
+from statetrain.engine.metrics import TrainOutput, speed_metrics
+from statetrain.engine.model_options import (
+    check_model_options,
+    compile_model,
+    enable_activation_checkpointing,
+    neftune,
+    reject_bare_base_model,
+)
 from statetrain.engine.optim import decay_parameter_names, grouped_parameters
 from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
 from statetrain.engine.plan import plan_training
 from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
 from statetrain.engine.run import Run
+from statetrain.engine.samplers import build_train_sampler
 from statetrain.engine.schedulers import get_scheduler
 from statetrain.engine.support import check_supported_arguments
 from statetrain.engine.training_args import TrainingArguments
@@ -91,18 +103,27 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             raise ValueError("Trainer requires either a `model` or a `model_init` argument, not both")
         else:
             self.model_init = None
+        reject_bare_base_model(model)
         self.model = model.to(args.device)
         self.model_wrapped = self.model
         self._inspect_model(self.model)
+        check_model_options(self.model, args)
 
         self.processing_class = processing_class
-        self.data_collator = data_collator if data_collator is not None else default_data_collator
+        self.data_collator = data_collator if data_collator is not None else default_collator_for(processing_class)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.compute_loss_func = compute_loss_func
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.loss_is_scaled_for_ga: bool | None = None
+        # the current window's item weights for models that cannot be told the window (see training_step)
+        self._window_weights: WindowWeights | None = None
+        self.nan_inf_guard = NanInfGuard()
+        self._initial_num_input_tokens_seen = 0
+        self._tokens_seen_run: Run | None = None
+        self._token_count_warnings: set[str] = set()
+        self._flos_parameters: tuple[nn.Module, int] | None = None
 
         self._check_evaluation_setup()
         self.optimizer, self.lr_scheduler = optimizers
@@ -195,6 +216,19 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self._loss_shifts_labels = getattr(model, "loss_type", None) in CAUSAL_LM_LOSS_TYPES and not getattr(
             config, "is_encoder_decoder", False
         )
+        self.label_smoother: LabelSmoother | None = None
+        if self.args.label_smoothing_factor != 0:
+            if getattr(config, "problem_type", None) == "multi_label_classification":
+                warnings.warn(
+                    "Label smoothing is not compatible with multi-label classification; "
+                    "label_smoothing_factor is ignored for this model",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            else:
+                self.label_smoother = LabelSmoother(epsilon=self.args.label_smoothing_factor)
+        # HF shifts the smoothed loss's labels for the registered causal-LM classes
+        self._label_smoother_shifts = is_causal_lm(model)
 
     # --- callbacks ----------------------------------------------------------------------------
     @property
@@ -254,11 +288,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int] | None:
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        if dataset is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-            return None
-        if str(getattr(self.args, "train_sampling_strategy", "random")) == "sequential":
-            return SequentialSampler(dataset)
-        return RandomSampler(dataset)
+        return build_train_sampler(dataset, self.args, self.processing_class, original=self.train_dataset)
 
     def get_train_dataloader(self) -> DataLoader[Any]:
         """The prepared training loader: HF's sampler and seeding, so batches match HF's."""
@@ -268,12 +298,8 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         params: dict[str, Any] = {
             "batch_size": self._train_batch_size,
             "collate_fn": collator,
-            "num_workers": self.args.dataloader_num_workers,
-            "pin_memory": self.args.dataloader_pin_memory,
-            "persistent_workers": self.args.dataloader_persistent_workers,
+            **loader_options(self.args),
         }
-        if self.args.dataloader_num_workers > 0:
-            params["prefetch_factor"] = self.args.dataloader_prefetch_factor
         if not isinstance(dataset, IterableDataset):
             params["sampler"] = self._get_train_sampler(dataset)
             params["drop_last"] = self.args.dataloader_drop_last
@@ -392,34 +418,43 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             self._created_lr_scheduler = False
 
         if checkpoint is not None:
+            resume_batch_size(self, checkpoint)  # a batch size the run itself found is not a change
+            self.check_resume_compatible(checkpoint)  # refuse before anything of this Trainer changes
             load_model_weights(self.model, checkpoint)  # before prepare, as HF
-        train_dataloader = self.get_train_dataloader()
-        plan = plan_training(args, train_dataloader, self._train_batch_size, self.num_examples)
-        self.state = TrainerState(train_batch_size=self._train_batch_size)
-        self.state.compute_steps(args, plan.max_steps)
-        engine = EngineState()
-        if checkpoint is not None:
-            self.state, engine = self.load_checkpoint_state(checkpoint)
-        self.state.max_steps = plan.max_steps  # a larger budget extends the run
-        self.state.num_train_epochs = plan.num_train_epochs
-        self.state.is_local_process_zero = self.is_local_process_zero()
-        self.state.is_world_process_zero = self.is_world_process_zero()
-        run = Run(self, plan, self.state, engine)
-        run.ignore_keys_for_eval = ignore_keys_for_eval
-        if checkpoint is not None:
-            self.check_resume_compatible(checkpoint, run)
-            self.restore_callback_states(self.state)
-            run.resuming = not args.ignore_data_skip
-            if args.ignore_data_skip:
-                engine.batches_in_epoch = 0
-            run.pending_rng = self.load_rng(checkpoint)
-        self._prepare_run(run, train_dataloader)
-        if checkpoint is not None:
-            self.load_optimizer_and_schedule(checkpoint, run)
-        self._run = run
-        try:
+        enable_activation_checkpointing(self.model, args)
+
+        def attempt() -> Run:
+            """One run at ``self._train_batch_size``; ``auto_find_batch_size`` repeats it smaller on OOM."""
+            train_dataloader = self.get_train_dataloader()
+            plan = plan_training(args, train_dataloader, self._train_batch_size, self.num_examples)
+            self.state = TrainerState(train_batch_size=self._train_batch_size)
+            self.state.compute_steps(args, plan.max_steps)
+            engine = EngineState()
+            if checkpoint is not None:
+                self.state, engine = self.load_checkpoint_state(checkpoint)
+            self.state.max_steps = plan.max_steps  # a larger budget extends the run
+            self.state.num_train_epochs = plan.num_train_epochs
+            self.state.is_local_process_zero = self.is_local_process_zero()
+            self.state.is_world_process_zero = self.is_world_process_zero()
+            run = Run(self, plan, self.state, engine)
+            run.ignore_keys_for_eval = ignore_keys_for_eval
+            if checkpoint is not None:
+                self.restore_callback_states(self.state)
+                run.resuming = not args.ignore_data_skip
+                if args.ignore_data_skip:
+                    engine.batches_in_epoch = 0
+                run.pending_rng = self.load_rng(checkpoint)
+            self._prepare_run(run, train_dataloader)
+            if checkpoint is not None:
+                self.load_optimizer_and_schedule(checkpoint, run)
+            self._run = run
             with preemption_handlers(run.preemption):
                 drive(self.machine, run)
+            return run
+
+        try:
+            with neftune(self.model, args.neftune_noise_alpha):  # the hook goes even when training fails
+                run = run_with_batch_size_search(self, attempt)
         finally:
             self.is_in_train = False
         if run.preempted_checkpoint is not None:
@@ -436,6 +471,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
         self.create_optimizer()
         model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        model = compile_model(model, self.args)  # last, on the prepared model, as accelerate does
         self.optimizer = optimizer
         self.model_wrapped = model
         run.model = model
@@ -470,10 +506,18 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        """Forward, loss and backward of one micro-batch (HF semantics); returns the detached loss."""
+        """Forward, loss and backward of one micro-batch (HF semantics); returns the detached loss.
+
+        One deliberate difference: when the loss is a per-micro-batch mean that the model could not
+        normalise over the window (no loss kwargs, no ``compute_loss_func``), it is weighted by the
+        micro-batch's share of the window's label items instead of divided by the window length,
+        so accumulation gives the full batch's gradient (huggingface/transformers#37766).
+        """
         model.train()
         if self._optimizer_train_mode:
             self.optimizer.train()  # type: ignore[union-attr]
+        weights = self._window_weights
+        share = weights.share_of(inputs) if weights is not None and self.loss_is_scaled_for_ga is None else None
         inputs = self._prepare_inputs(inputs)
         with self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
@@ -489,7 +533,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             scaled = (
                 self.model_accepts_loss_kwargs and num_items_in_batch is not None
             ) or self.compute_loss_func is not None
-        if not scaled:
+        if not scaled and share is not None:
+            loss = loss * share.to(loss.dtype)
+        elif not scaled:
             loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
         return loss.detach()
@@ -501,9 +547,10 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """The model's loss (or ``compute_loss_func``'s), firing after-forward and after-loss (HF semantics)."""
+        """The model's loss (or ``compute_loss_func``'s, or the label smoother's), firing after-forward
+        and after-loss (HF semantics)."""
         bus = self.bus
-        if self.compute_loss_func is not None and "labels" in inputs:
+        if (self.compute_loss_func is not None or self.label_smoother is not None) and "labels" in inputs:
             inputs = dict(inputs)
             labels = inputs.pop("labels")
         else:
@@ -515,6 +562,10 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             outputs = self._fire(Event.ON_AFTER_FORWARD, inputs=inputs, outputs=outputs)["outputs"]
         if self.compute_loss_func is not None:
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif labels is not None and self.label_smoother is not None:
+            loss = self.label_smoother(
+                outputs, labels, shift_labels=self._label_smoother_shifts, num_items_in_batch=num_items_in_batch
+            )
         else:
             loss = _loss_from_outputs(outputs, inputs, type(model).__name__)
         if (
@@ -601,14 +652,37 @@ class Trainer(EvaluationMixin, CheckpointMixin):
     def get_batch_samples(
         self, epoch_iterator: Iterator[Any], num_batches: int, device: torch.device
     ) -> tuple[list[Any], Any]:
-        """Fetch one window of up to ``num_batches`` micro-batches and count its label items."""
+        """Fetch one window of up to ``num_batches`` micro-batches and count its label items.
+
+        When the count cannot reach the loss (the model takes no loss kwargs and there is no
+        ``compute_loss_func``), it is kept as the window's weights for ``training_step`` instead.
+        """
         batches: list[Any] = []
         for _ in range(num_batches):
             try:
                 batches.append(next(epoch_iterator))
             except StopIteration:
                 break
-        return batches, self._get_num_items_in_batch(batches, device)
+        num_items = self._get_num_items_in_batch(batches, device)
+        self._window_weights = None
+        if (
+            num_items is None
+            and batches
+            and not self.model_accepts_loss_kwargs
+            and self.compute_loss_func is None
+            and self.loss_is_scaled_for_ga is None
+            and self.args.n_gpu <= 1
+        ):
+            counts = [count_label_items(batch, self._loss_shifts_labels) for batch in batches]
+            if all(count is not None for count in counts):
+                spans = self.args.average_tokens_across_devices and self.args.world_size > 1
+                self._window_weights = WindowWeights.of(
+                    batches,
+                    [count for count in counts if count is not None],
+                    device,
+                    spans=self.accelerator if spans else None,
+                )
+        return batches, num_items
 
     def _get_num_items_in_batch(self, batches: list[Any], device: torch.device) -> Any:
         """Labels != -100 over the whole window (shifted for causal LMs), summed across processes."""
@@ -644,8 +718,25 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return value
 
     def floating_point_ops(self, inputs: Any) -> float:
-        fn = getattr(self.model, "floating_point_ops", None)
-        return float(fn(inputs)) if callable(fn) else 0.0
+        """FLOPs of one micro-batch's forward and backward, summed into ``state.total_flos``.
+
+        The model's own ``floating_point_ops`` when it has one (transformers 4.x models, custom
+        models); otherwise transformers 5.24's estimate, 6 x main-input tokens x non-embedding
+        parameters, for models with ``num_parameters``. The parameter count is cached per model:
+        HF recounts it (walking every module) on each micro-batch.
+        """
+        model = self.model
+        fn = getattr(model, "floating_point_ops", None)
+        if callable(fn):
+            return float(fn(inputs))
+        main_input = getattr(model, "main_input_name", "input_ids")
+        count_parameters = getattr(model, "num_parameters", None)
+        if not (isinstance(inputs, Mapping) and main_input in inputs and callable(count_parameters)):
+            return 0.0
+        cached = self._flos_parameters
+        if cached is None or cached[0] is not model:
+            cached = self._flos_parameters = (model, int(count_parameters(exclude_embeddings=True)))
+        return float(6 * inputs[main_input].numel() * cached[1])
 
     def store_flos(self, run: Run | None = None) -> None:
         flos = run.current_flos if run is not None else self.current_flos
@@ -658,9 +749,18 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self.current_flos = 0.0
 
     def log(self, logs: dict[str, Any], start_time: float | None = None) -> None:
-        """Append ``logs`` (+ epoch, step) to ``state.log_history`` and fire ``on_log``."""
+        """Append ``logs`` (+ epoch, tokens seen, step) to ``state.log_history`` and fire ``on_log``.
+
+        With ``start_time`` (the training logs) and token counting on, the tokens per second of
+        this ``train()`` call are added, as HF does.
+        """
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
+        if self.args.include_num_input_tokens_seen != "no":
+            logs["num_input_tokens_seen"] = self.state.num_input_tokens_seen
+            if start_time is not None:
+                session_tokens = self.state.num_input_tokens_seen - self._initial_num_input_tokens_seen
+                logs.update(speed_metrics("train", start_time, num_tokens=session_tokens))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self._fire(Event.ON_LOG, logs=logs)
 

@@ -183,6 +183,8 @@ class TrainingArguments(ProcessFactsMixin):
         default="no",
         metadata=help_text("Count input tokens: 'all', 'non_padding' or 'no' (True/False allowed)."),
     )
+    # statetrain only: on a NaN/Inf loss, filter (HF), skip the step, raise, or stop with a checkpoint
+    nan_inf_policy: Literal["filter", "skip", "raise", "stop"] = field(default="filter", metadata=help_text("NaN/Inf"))
     log_level: LogLevel = field(
         default="passive", metadata=help_text("Log level of the main process.", choices=LOG_LEVEL_CHOICES)
     )

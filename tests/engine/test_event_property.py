@@ -261,7 +261,9 @@ def test_states_nest_with_evaluation_and_save(output_dir: Path) -> None:
 
     def setup(trainer: Trainer, recorder: TraceRecorder) -> None:
         def state_entry(d: Any) -> None:
-            recorder.trace.append((f"{d.event.value}:{d.payload['state_name']}", d.state.global_step, float(d.state.epoch)))
+            recorder.trace.append(
+                (f"{d.event.value}:{d.payload['state_name']}", d.state.global_step, float(d.state.epoch))
+            )
 
         trainer.on(Event.ON_STATE_ENTER, state_entry)
         trainer.on(Event.ON_STATE_EXIT, state_entry)

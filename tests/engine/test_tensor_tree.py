@@ -213,12 +213,16 @@ def test_model_state_dict_and_parameters_round_trip(tmp_path: Path) -> None:
     nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).load_state_dict(loaded["model"])
 
 
-def test_flatten_copies_tensors(tmp_path: Path) -> None:
+def test_flatten_copies_only_what_shares_storage(tmp_path: Path) -> None:
     tensor = torch.ones(3)
-    _, flat = flatten({"a": tensor, "b": tensor})
-    tensor.add_(1)
-    assert len(flat) == 2 and all(torch.equal(t, torch.ones(3)) for t in flat.values())
-    assert flat["0"].data_ptr() != flat["1"].data_ptr()
+    base = torch.zeros(6)
+    _, flat = flatten({"a": tensor, "b": tensor, "view": base[2:4]})
+    assert len(flat) == 3
+    assert flat["0"].data_ptr() == tensor.data_ptr()  # a tensor alone in its storage: no copy
+    assert flat["1"].data_ptr() != tensor.data_ptr()  # a second reference: copied
+    assert flat["2"].untyped_storage().nbytes() == 2 * 4  # a view: copied, without its base
+    save_tree({"a": tensor, "b": tensor}, tmp_path, "shared")  # safetensors accepts the result
+    assert torch.equal(load_tree(tmp_path, "shared")["b"], tensor)
 
 
 def test_map_location(tmp_path: Path) -> None:

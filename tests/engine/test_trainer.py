@@ -83,11 +83,8 @@ def test_default_callbacks_follow_hf(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("auto_find_batch_size", True),
-        ("label_smoothing_factor", 0.1),
-        ("torch_compile", True),
-        ("neftune_noise_alpha", 5.0),
-        ("group_by_length", True),
+        ("use_liger_kernel", True),
+        ("enable_jit_checkpoint", True),
     ],
 )
 def test_unimplemented_arguments_are_refused_by_name(tmp_path: Path, field: str, value: Any) -> None:

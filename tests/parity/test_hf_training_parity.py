@@ -113,7 +113,9 @@ def test_parity_with_loss_kwargs_model_accumulation_short_window_and_clipping(tm
 def test_parity_with_plain_model_and_max_steps_mid_epoch(tmp_path: Any) -> None:
     torch.manual_seed(0)
     model = TinyRegressor()
-    rows = regression_rows(30, seed=2)
+    # 32 rows fill every window: with a short last micro-batch (30 rows) HF's ÷GA over-weights it and
+    # statetrain deliberately weights by items instead (docs/differences.md; test_accumulation_equivalence)
+    rows = regression_rows(32, seed=2)
     hf, st, hf_rec, st_rec = run_both(model, rows, tmp_path, max_steps=5, logging_steps=2, logging_first_step=True)
     assert_same_run(hf, st)
     assert hf_rec.trace == st_rec.trace

@@ -1,0 +1,198 @@
+"""What the arguments ask of the model itself: a head to train, activation checkpointing,
+compilation and NEFTune embedding noise (HF ``Trainer.__init__``/``train`` semantics).
+
+The checks run when the Trainer is built (and again for each model ``model_init`` builds), so a
+model that cannot do what the arguments ask fails before any data is loaded, with its class named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import warnings
+from collections.abc import Iterator
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+__all__ = [
+    "check_model_options",
+    "compile_model",
+    "enable_activation_checkpointing",
+    "input_embeddings",
+    "neftune",
+    "neftune_post_forward_hook",
+    "reject_bare_base_model",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _base_model_class_names() -> frozenset[str]:
+    """Class names of transformers' head-less models (the values of ``MODEL_MAPPING_NAMES``)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return frozenset(names)
+
+
+def reject_bare_base_model(model: nn.Module) -> None:
+    """Refuse a transformers base model (``GPT2Model``...): it has no head, so no loss to train.
+
+    transformers is only consulted for its own classes, so statetrain never imports it for a plain
+    torch model. HF tests the class name against the mapping's keys (model types such as "gpt2"),
+    which never match; the class names are the mapping's values.
+    """
+    cls = type(model)
+    if not cls.__module__.startswith("transformers"):
+        return
+    try:
+        names = _base_model_class_names()
+    except ImportError:  # a transformers too old or too new to have the mapping: nothing to test
+        return
+    if cls.__name__ in names:
+        raise ValueError(
+            f"{cls.__name__} cannot be trained as is: it is a base model without a head, so it only "
+            "computes hidden states and accepts no labels. Load a model with a head for your task "
+            "through an AutoModelFor... class (AutoModelForCausalLM, AutoModelForSequenceClassification, "
+            "...; see https://huggingface.co/docs/transformers/model_doc/auto)."
+        )
+
+
+def input_embeddings(model: nn.Module) -> nn.Module:
+    """The module NEFTune adds noise after: ``model.get_input_embeddings()``, as HF reads it."""
+    getter = getattr(model, "get_input_embeddings", None)
+    embeddings = getter() if callable(getter) else None
+    if not isinstance(embeddings, nn.Module):
+        raise ValueError(
+            f"TrainingArguments.neftune_noise_alpha is set, but {type(model).__name__} has no input "
+            "embeddings to add noise to: define get_input_embeddings() returning its nn.Embedding, or "
+            "leave neftune_noise_alpha unset"
+        )
+    return embeddings
+
+
+def _checkpointing_method(model: nn.Module) -> str | None:
+    for name in ("activation_checkpointing_enable", "gradient_checkpointing_enable"):
+        if callable(getattr(model, name, None)):
+            return name
+    return None
+
+
+def check_model_options(model: nn.Module, args: Any) -> None:
+    """Fail early, naming the model class, when the model cannot do what the arguments ask."""
+    name = type(model).__name__
+    if args.activation_checkpointing:
+        if _checkpointing_method(model) is None:
+            raise ValueError(
+                f"TrainingArguments.activation_checkpointing (gradient_checkpointing) is set, but {name} "
+                "cannot recompute its activations: it defines neither activation_checkpointing_enable() "
+                "nor gradient_checkpointing_enable(). Implement one (wrapping its blocks in "
+                "torch.utils.checkpoint.checkpoint) or set activation_checkpointing=False"
+            )
+        if getattr(model, "supports_gradient_checkpointing", True) is False:
+            raise ValueError(
+                f"TrainingArguments.activation_checkpointing (gradient_checkpointing) is set, but {name} "
+                "does not support activation checkpointing (supports_gradient_checkpointing=False); "
+                "set activation_checkpointing=False"
+            )
+    if args.neftune_noise_alpha is not None:
+        input_embeddings(model)
+
+
+def enable_activation_checkpointing(model: nn.Module, args: Any) -> None:
+    """Turn on activation checkpointing as HF ``train()`` does, with its kwargs.
+
+    ``every_n_layers`` and ``offload`` are the model method's own options; the other keys go on to
+    ``torch.utils.checkpoint.checkpoint``. A model that only has the deprecated
+    ``gradient_checkpointing_enable`` is still served, with HF's FutureWarning.
+    """
+    if not args.activation_checkpointing:
+        return
+    check_model_options(model, args)
+    options = dict(args.activation_checkpointing_kwargs or {})
+    layer_options = {"every_n_layers": options.pop("every_n_layers", 1), "offload": options.pop("offload", False)}
+    method_name = _checkpointing_method(model)
+    assert method_name is not None
+    method = getattr(model, method_name)
+    if method_name == "activation_checkpointing_enable":
+        kwargs: dict[str, Any] = {"activation_checkpointing_kwargs": options or None}
+    else:
+        warnings.warn(
+            f"`{type(model).__name__}` only defines `gradient_checkpointing_enable`, which is deprecated "
+            "and will no longer be called in v6. Define `activation_checkpointing_enable` instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        kwargs = {"gradient_checkpointing_kwargs": options or None}
+    kwargs.update(_accepted_layer_options(method, layer_options))
+    method(**kwargs)
+
+
+def _accepted_layer_options(method: Any, layer_options: dict[str, Any]) -> dict[str, Any]:
+    """HF passes ``every_n_layers``/``offload`` always; a method without them gets them only when set."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return layer_options
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return layer_options
+    defaults = {"every_n_layers": 1, "offload": False}
+    return {key: value for key, value in layer_options.items() if key in params or value != defaults[key]}
+
+
+def compile_model(model: nn.Module, args: Any) -> nn.Module:
+    """``torch.compile`` the prepared model with ``torch_compile_backend``/``torch_compile_mode``.
+
+    HF hands these to accelerate's dynamo plugin, which compiles inside ``prepare``. accelerate
+    keeps the plugin of the first ``Accelerator`` in the process, so a later Trainer asking for
+    compilation would silently get none; compiling here, on the prepared model, has no such trap.
+    """
+    if not args.torch_compile:
+        return model
+    from accelerate.utils import is_compiled_module
+
+    if is_compiled_module(model):
+        return model
+    backend = args.torch_compile_backend or "inductor"
+    compiled: nn.Module = torch.compile(  # type: ignore[assignment]
+        model,
+        backend=backend,
+        mode=args.torch_compile_mode,
+        dynamic=False if backend == "neuron" else None,  # neuron cannot compile dynamic shapes (as HF)
+    )
+    return compiled
+
+
+def neftune_post_forward_hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    """NEFTune (arXiv:2310.05914): uniform noise of scale ``alpha / sqrt(length * dim)`` on the embeddings.
+
+    Only in training mode, so evaluation inside or after ``train()`` sees clean embeddings.
+    """
+    del inputs
+    if module.training:
+        dims = torch.tensor(output.size(-2) * output.size(-1))
+        alpha = cast(float, module.neftune_noise_alpha)
+        magnitude = alpha / torch.sqrt(dims)
+        output = output + torch.zeros_like(output).uniform_(-magnitude, magnitude)  # type: ignore[arg-type]
+    return output
+
+
+@contextlib.contextmanager
+def neftune(model: nn.Module, alpha: float | None) -> Iterator[None]:
+    """Add NEFTune noise to ``model``'s input embeddings for the block; the hook goes at exit, even on error."""
+    if alpha is None:
+        yield
+        return
+    embeddings = input_embeddings(model)
+    embeddings.neftune_noise_alpha = alpha  # type: ignore[assignment]
+    handle = embeddings.register_forward_hook(neftune_post_forward_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        if hasattr(embeddings, "neftune_noise_alpha"):
+            del embeddings.neftune_noise_alpha
