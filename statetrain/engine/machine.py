@@ -246,6 +246,37 @@ class MachineSpec:
         spec.states[state.name] = state
         return spec
 
+    def with_state(
+        self, state: State, transitions: Sequence[Transition] = (), before: str | None = None
+    ) -> MachineSpec:
+        """A copy with a new state and its transitions, inserted before the first transition out of
+        ``before`` (so they take priority there), or appended."""
+        if state.name in self.states:
+            raise MachineDefinitionError(f"state {state.name!r} already exists; use replace_state")
+        spec = self.copy()
+        spec.states[state.name] = state
+        return spec.with_transitions(transitions, before=before)
+
+    def with_transitions(self, transitions: Sequence[Transition], before: str | None = None) -> MachineSpec:
+        """A copy with ``transitions`` added: ahead of the transitions out of ``before``, or at the end."""
+        spec = self.copy()
+        if before is None:
+            spec.transitions.extend(transitions)
+            return spec
+        indices = [i for i, t in enumerate(spec.transitions) if t.source == before]
+        if not indices:
+            raise MachineDefinitionError(f"no transition leaves state {before!r}; cannot insert before it")
+        spec.transitions[indices[0] : indices[0]] = list(transitions)
+        return spec
+
+    def without_state(self, name: str) -> MachineSpec:
+        """A copy without state ``name`` and every transition into or out of it."""
+        if name not in self.states:
+            raise MachineDefinitionError(f"cannot remove unknown state {name!r}")
+        states = [s for n, s in self.states.items() if n != name]
+        kept = [t for t in self.transitions if name not in (t.source, t.dest)]
+        return MachineSpec(states, kept, self.initial, self.final)
+
     def without_transition(self, source: str, trigger: str) -> MachineSpec:
         """A copy without the transition ``source --trigger-->``."""
         remaining = [t for t in self.transitions if not (t.source == source and t.trigger == trigger)]

@@ -36,6 +36,7 @@ from statetrain.engine.data import (
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
+from statetrain.engine.feature_checks import check_features_have_states
 from statetrain.engine.loader_options import loader_options
 from statetrain.engine.loss import LabelSmoother, NanInfGuard, WindowWeights, count_label_items, is_causal_lm
 from statetrain.engine.machine import MachineSpec
@@ -152,6 +153,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
         self.machine = machine if machine is not None else default_machine()
         self.machine.validate()
+        check_features_have_states(args, self.machine)
 
         self.state = TrainerState(
             is_local_process_zero=self.is_local_process_zero(),

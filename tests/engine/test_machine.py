@@ -149,3 +149,50 @@ def test_without_transition_removes_exactly_one_edge() -> None:
     assert len(smaller.transitions) == len(machine.transitions) - 1
     with pytest.raises(MachineDefinitionError):
         machine.without_transition("optimize", "nope")
+
+
+def test_builder_adds_a_state_with_priority_and_removes_states() -> None:
+    from statetrain.engine.default_machine import default_machine as preset
+
+    extra = Named("warmup_probe")
+    spec = preset().with_state(
+        extra,
+        [
+            Transition("init", "probe", "warmup_probe", (Guard("probe wanted", lambda r: True),)),
+            Transition("warmup_probe", "go", "epoch"),
+        ],
+        before="init",
+    )
+    spec.validate()
+    assert spec.transitions_from("init")[0].dest == "warmup_probe"
+    with pytest.raises(MachineDefinitionError, match="already exists"):
+        spec.with_state(Named("warmup_probe"))
+    smaller = preset().without_state("evaluate")
+    assert "evaluate" not in smaller.states
+    assert all("evaluate" not in (t.source, t.dest) for t in smaller.transitions)
+    smaller.validate()
+    with pytest.raises(MachineDefinitionError, match="cannot insert before"):
+        preset().with_transitions([Transition("done", "x", "init")], before="nowhere")
+
+
+@pytest.mark.parametrize(
+    ("removed", "argument", "value"),
+    [("save", "save_strategy", "steps"), ("evaluate", "eval_strategy", "steps"), ("evaluate", "eval_on_start", True)],
+)
+def test_a_feature_without_its_state_is_refused_naming_both(
+    tmp_path: Any, removed: str, argument: str, value: Any
+) -> None:
+    from statetrain import Trainer, TrainingArguments
+    from statetrain.engine.default_machine import default_machine as preset
+    from tests.helpers import TinyRegressor, regression_rows
+
+    options = {"save_strategy": "no", argument: value}
+    machine = preset().without_state(removed)
+    with pytest.raises(MachineDefinitionError, match=rf"{argument} needs the '{removed}' state"):
+        Trainer(
+            model=TinyRegressor(),
+            args=TrainingArguments(str(tmp_path), use_cpu=True, **options),
+            train_dataset=regression_rows(8),
+            eval_dataset=regression_rows(4),
+            machine=machine,
+        )
