@@ -6,6 +6,7 @@ normalised, what a non-finite loss does to the step) has one definition the test
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,8 @@ def is_causal_lm(model: nn.Module) -> bool:
 
     Without transformers installed no model can be one of its causal LMs.
     """
+    if "transformers" not in sys.modules:
+        return False  # a model of a transformers class means transformers is imported already
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:  # pragma: no cover - transformers is a test dependency

@@ -49,6 +49,7 @@ class Run:
     ) -> None:
         self.trainer = trainer
         self.args = trainer.args
+        self.device = trainer.args.device
         self.bus: EventBus = trainer.bus
         self.accelerator = trainer.accelerator
         self.plan = plan

@@ -92,6 +92,8 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         check_supported_arguments(args)
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self.accelerator = build_accelerator(args)
+        # read once: TrainingArguments derives these from accelerate's state on every access
+        self._device, self._n_gpu, self._world_size = args.device, args.n_gpu, args.world_size
         self._wrap_backward_with_events()
         self._wrap_compute_loss_with_events()
 
@@ -527,7 +529,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         steps = self.args.torch_empty_cache_steps
         if steps is not None and self.state.global_step % steps == 0 and torch.cuda.is_available():
             torch.cuda.empty_cache()
-        if self.args.n_gpu > 1:
+        if self._n_gpu > 1:
             loss = loss.mean()
         if self.loss_is_scaled_for_ga is not None:
             scaled = self.loss_is_scaled_for_ga
@@ -537,7 +539,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             ) or self.compute_loss_func is not None
         if not scaled and share is not None:
             loss = loss * share.to(loss.dtype)
-        elif not scaled:
+        elif not scaled and self.current_gradient_accumulation_steps != 1:
             loss = loss / self.current_gradient_accumulation_steps
         self.accelerator.backward(loss)
         return loss.detach()
@@ -625,11 +627,22 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         """Fire before-backward at the backward boundary, even inside an overridden ``training_step``."""
         accelerator = self.accelerator
         original = accelerator.backward
+        # accelerate divides by its accumulation steps (1 here: the engine accumulates) before a
+        # plain backward when no scaler or engine wrapper is involved; x / 1 == x, so skip the op.
+        from accelerate.utils import DistributedType
+
+        plain = accelerator.gradient_accumulation_steps == 1 and accelerator.distributed_type in (
+            DistributedType.NO,
+            DistributedType.MULTI_CPU,
+        )
 
         def backward(loss: torch.Tensor, **kwargs: Any) -> None:
             if self.bus.wants(Event.ON_BEFORE_BACKWARD):
                 loss = self._fire(Event.ON_BEFORE_BACKWARD, loss=loss)["loss"]
-            original(loss, **kwargs)
+            if plain and not kwargs and accelerator.scaler is None:
+                loss.backward()
+            else:
+                original(loss, **kwargs)
 
         accelerator.backward = backward  # type: ignore[method-assign]
 
@@ -639,7 +652,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         if isinstance(data, (tuple, list)):
             return type(data)(self._prepare_input(v) for v in data)
         if isinstance(data, torch.Tensor):
-            return data.to(device=self.args.device)
+            return data.to(device=self._device)
         return data
 
     def _prepare_inputs(self, inputs: Any) -> Any:
@@ -673,11 +686,12 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             and not self.model_accepts_loss_kwargs
             and self.compute_loss_func is None
             and self.loss_is_scaled_for_ga is None
-            and self.args.n_gpu <= 1
+            and self._n_gpu <= 1
+            and (len(batches) > 1 or self._world_size > 1)  # a lone micro-batch's share is exactly 1
         ):
             counts = [count_label_items(batch, self._loss_shifts_labels) for batch in batches]
             if all(count is not None for count in counts):
-                spans = self.args.average_tokens_across_devices and self.args.world_size > 1
+                spans = self.args.average_tokens_across_devices and self._world_size > 1
                 self._window_weights = WindowWeights.of(
                     batches,
                     [count for count in counts if count is not None],
@@ -704,7 +718,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             num_items: Any = sum(labels.ne(-100).sum() for labels in counted)
         except (TypeError, AttributeError):
             return None
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+        if self.args.average_tokens_across_devices and self._world_size > 1:
             num_items = self.accelerator.gather(num_items.to(device)).sum()
         if torch.is_tensor(num_items):
             num_items = num_items.to(device)

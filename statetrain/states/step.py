@@ -27,7 +27,7 @@ class StepState(State):
         if run.update_step == plan.num_update_steps_per_epoch - 1:
             size = plan.steps_in_epoch % accumulation or accumulation
         trainer = run.trainer
-        run.window, run.num_items_in_batch = trainer.get_batch_samples(run.epoch_iterator, size, run.args.device)
+        run.window, run.num_items_in_batch = trainer.get_batch_samples(run.epoch_iterator, size, run.device)
         run.window_pos = 0
         if run.pending_rng is not None:
             # mid-epoch resume: the skipped iterator is built; now the RNG continues where it stopped

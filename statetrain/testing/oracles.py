@@ -1,0 +1,191 @@
+"""Independent reference rules that a run's record is checked against.
+
+* :class:`RunRecorder` records what the checks need from a ``train()`` call: the HF event trace
+  (as :class:`~statetrain.testing.grammar.TraceRecorder` does), whether a stop had been requested
+  when each epoch ended, and every in-training evaluation's metrics.
+* :func:`check_epoch_coverage` adds the configuration-dependent rule the grammar leaves out: an
+  epoch that nobody asked to stop ends only after its last micro-batch (or at ``max_steps``).
+* :func:`early_stopping_reference` is HF's early-stopping rule written again from its
+  documentation, so a callback can be checked against it rather than against itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, TraceEntry, TraceRecorder
+
+__all__ = [
+    "Evaluation",
+    "RunRecorder",
+    "check_epoch_coverage",
+    "early_stopping_reference",
+    "untimed",
+]
+
+_EPS = 1e-9
+_TIMING_SUFFIXES = ("runtime", "per_second")
+
+
+def untimed(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without wall-clock fields (``*_runtime``, ``*_per_second``), which never repeat."""
+    return {k: v for k, v in metrics.items() if not k.endswith(_TIMING_SUFFIXES)}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation inside ``train()``: the step it ran at and its metrics (timing removed)."""
+
+    global_step: int
+    metrics: Mapping[str, Any]
+    at_start: bool = False
+
+
+@dataclass
+class EpochEnd:
+    """Where an ``on_epoch_end`` sits in the trace, and whether a stop was asked for before it."""
+
+    position: int
+    stop_requested: bool
+
+
+@dataclass
+class _Flags:
+    stop: bool = False
+    epoch_begun: bool = False
+
+
+class RunRecorder(TraceRecorder):
+    """Records the HF events of ``train()`` calls only; evaluations in between are not part of a run.
+
+    Register it after every other callback (lowest priority), so it sees the flags they set. Call
+    :meth:`clear` between runs to check each run on its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_ends: list[EpochEnd] = []
+        self.evaluations: list[Evaluation] = []
+        self.in_train = False
+        self._flags = _Flags()
+
+    def clear(self) -> None:
+        self.trace.clear()
+        self.epoch_ends.clear()
+        self.evaluations.clear()
+
+    def observe(self, name: str, state: Any, control: Any, kwargs: Mapping[str, Any]) -> None:
+        if name == "on_train_begin":
+            self.in_train = True
+            self._flags = _Flags()
+        if not self.in_train:
+            return
+        if name == "on_epoch_end":
+            self.epoch_ends.append(EpochEnd(len(self.trace), self._flags.stop))
+        elif name == "on_epoch_begin":
+            self._flags.epoch_begun = True
+        elif name == "on_evaluate":
+            metrics = untimed(kwargs.get("metrics") or {})
+            at_start = not self._flags.epoch_begun
+            self.evaluations.append(Evaluation(int(state.global_step), metrics, at_start))
+        self.record(name, state)
+        # what the next on_epoch_end will be judged by: stop requests made by callbacks so far
+        self._flags.stop = bool(control.should_training_stop or control.should_epoch_stop)
+        if name == "on_train_end":
+            self.in_train = False
+
+
+def _observing_method(name: str) -> Any:
+    def method(self: RunRecorder, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.observe(name, state, control, kwargs)
+
+    method.__name__ = name
+    method.__qualname__ = f"RunRecorder.{name}"
+    method.__doc__ = f"Record {name} during train()."
+    return method
+
+
+for _name in HF_EVENT_NAMES:
+    setattr(RunRecorder, _name, _observing_method(_name))
+del _name
+
+
+def check_epoch_coverage(
+    trace: Sequence[tuple[str, int, float]],
+    epoch_ends: Iterable[EpochEnd],
+    *,
+    max_steps: int,
+) -> None:
+    """Raise :class:`GrammarError` when an epoch ended early without a stop request.
+
+    For data with a length: every epoch of a run ends at ``epoch == index + 1`` (its last
+    micro-batch), unless ``should_epoch_stop`` or ``should_training_stop`` was set before its
+    ``on_epoch_end`` or ``max_steps`` was reached. The grammar cannot know this (it depends on the
+    data size); a loop that skips a short last window breaks it.
+    """
+    stop_at = {e.position: e.stop_requested for e in epoch_ends}
+    index = -1
+    first_in_run = True
+    for position, (name, step, epoch) in enumerate(trace):
+        if name == "on_train_begin":
+            first_in_run = True
+        elif name == "on_epoch_begin":
+            index = math.floor(epoch + _EPS) if first_in_run else index + 1
+            first_in_run = False
+        elif name == "on_epoch_end":
+            if stop_at.get(position, False) or step >= max_steps:
+                continue
+            if abs(epoch - (index + 1)) > _EPS:
+                raise GrammarError(
+                    f"trace[{position}] on_epoch_end at step {step}, epoch {epoch:.6g}: epoch {index} ended "
+                    f"before its last micro-batch (epoch would be {index + 1}) although no stop was "
+                    f"requested and max_steps ({max_steps}) was not reached; a state skipped data",
+                    position=position,
+                    entry=TraceEntry(name, step, float(epoch)),
+                )
+
+
+def early_stopping_reference(
+    values: Sequence[float],
+    *,
+    patience: int,
+    threshold: float = 0.0,
+    greater_is_better: bool = False,
+    at_start: Sequence[bool] | None = None,
+) -> int | None:
+    """Index of the evaluation after which HF's early stopping ends training, or ``None``.
+
+    HF's documented rule: an evaluation *improves* when there is no best value yet, or when it is
+    strictly better than the best of the earlier evaluations by more than ``threshold``; otherwise
+    a miss is counted, and training stops at the evaluation where the misses in a row reach
+    ``patience``. The best value follows every strictly better evaluation, threshold or not
+    (the Trainer tracks it, not the callback); the evaluation of ``eval_on_start`` counts for the
+    misses but does not set the best value.
+    """
+    best: float | None = None
+    misses = 0
+    for i, value in enumerate(values):
+        if best is None:
+            improved = True
+        else:
+            better = value > best if greater_is_better else value < best
+            improved = better and abs(value - best) > threshold
+        misses = 0 if improved else misses + 1
+        if misses >= patience:
+            return i
+        if at_start is not None and at_start[i]:
+            continue
+        if best is None or (value > best if greater_is_better else value < best):
+            best = value
+    return None
+
+
+@dataclass
+class StopExpectation:
+    """Where a run must end, and why (for the failure message)."""
+
+    step: int
+    reasons: list[str] = field(default_factory=list)
