@@ -163,6 +163,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         )
         self.control = TrainerControl()
         self.current_gradient_accumulation_steps = 1
+        self._plain_train_modules: list[nn.Module] | None = None
         self.current_flos = 0.0
         self.is_in_train = False
         self._signature_columns: list[str] | None = None
@@ -495,6 +496,10 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         run.lr_scheduler = self.lr_scheduler
         raw = getattr(optimizer, "optimizer", optimizer)
         self._optimizer_train_mode = callable(getattr(raw, "train", None))
+        # HF calls model.train() before every micro-batch; when no module overrides train(), checking
+        # the flags gives the same modes without re-setting every module's attribute each time.
+        modules = list(model.modules())
+        self._plain_train_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
         self.callback_refs.update(
             model=self.model,
             optimizer=self.optimizer,
@@ -517,7 +522,9 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         micro-batch's share of the window's label items instead of divided by the window length,
         so accumulation gives the full batch's gradient (huggingface/transformers#37766).
         """
-        model.train()
+        plain = self._plain_train_modules
+        if plain is None or model is not self.model_wrapped or not all(m.training for m in plain):
+            model.train()
         if self._optimizer_train_mode:
             self.optimizer.train()  # type: ignore[union-attr]
         weights = self._window_weights

@@ -198,3 +198,23 @@ def test_iterable_dataset_needs_max_steps(tmp_path: Path) -> None:
         trainer.train()
     streamed = Trainer(model=TinyRegressor(), args=args(tmp_path, max_steps=5), train_dataset=Stream())
     assert streamed.train().global_step == 5
+
+
+def test_training_steps_after_an_evaluation_run_every_module_in_train_mode(tmp_path: Path) -> None:
+    """The per-step train() shortcut must still restore train mode that evaluation switched off."""
+    modes: list[bool] = []
+
+    class Probe(TrainerCallback):
+        def on_substep_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            modes.append(all(m.training for m in model.modules()))
+
+    trainer = Trainer(
+        model=TinyRegressor(dropout=0.5),
+        args=args(tmp_path, gradient_accumulation_steps=2, max_steps=4, eval_strategy="steps", eval_steps=1),
+        train_dataset=regression_rows(40),
+        eval_dataset=regression_rows(4),
+        callbacks=[Probe()],
+    )
+    trainer.train()
+    assert modes == [True] * 4
+    assert not trainer.model.training  # the last evaluation left eval mode, so the check had work to do
