@@ -342,7 +342,9 @@ class LoopHarness(RuleBasedStateMachine):
         """Build the Trainer from the keyword arguments given (override for a Trainer subclass)."""
         return Trainer(**kwargs)
 
-    def expected_final_step(self, evaluations: Sequence[Evaluation], args: Any, max_steps: int) -> tuple[int, str] | None:
+    def expected_final_step(
+        self, evaluations: Sequence[Evaluation], args: Any, max_steps: int
+    ) -> tuple[int, str] | None:
         """Where a run with these evaluations must end, and why; ``None`` to skip the check.
 
         The default models ``EarlyStoppingCallback`` (via :func:`early_stopping_reference`), the
@@ -461,7 +463,7 @@ class LoopHarness(RuleBasedStateMachine):
 
     @invariant()
     def counters_never_decrease(self) -> None:
-        for (s0, e0), (s1, e1) in zip(self._history, self._history[1:]):
+        for (s0, e0), (s1, e1) in zip(self._history, self._history[1:], strict=False):
             if s1 < s0 or e1 < e0 - 1e-12:
                 raise HarnessFailure(f"counters went back: (global_step, epoch) {(s0, e0)} -> {(s1, e1)}")
 
@@ -564,12 +566,16 @@ class LoopHarness(RuleBasedStateMachine):
         trace = live.recorder.trace
         try:
             check_trace(
-                trace,
+                _without_replayed_epoch_end_log(trace),
                 steps_in_epoch=steps_in_epoch,
                 gradient_accumulation_steps=trainer.args.gradient_accumulation_steps,
             )
-            if has_length(trainer.train_dataset):
-                check_epoch_coverage(trace, live.recorder.epoch_ends, max_steps=trainer.state.max_steps)
+            check_epoch_coverage(
+                trace,
+                live.recorder.epoch_ends,
+                max_steps=trainer.state.max_steps,
+                has_length=has_length(trainer.train_dataset),
+            )
             if live.trace_file is not None and live.trace_file.exists():
                 check_machine_trace(read_trace(live.trace_file), live.machine)
         except (GrammarError, TraceError) as exc:
@@ -597,7 +603,8 @@ class LoopHarness(RuleBasedStateMachine):
         story = self._story()
         if run.global_step != ref.global_step:
             raise HarnessFailure(
-                f"the interrupted run ended at step {run.global_step}, the uninterrupted one at {ref.global_step} ({story})"
+                f"the interrupted run ended at step {run.global_step}, "
+                f"the uninterrupted one at {ref.global_step} ({story})"
             )
         for name, expected in ref.parameters.items():
             got = run.parameters[name]
@@ -616,13 +623,34 @@ class LoopHarness(RuleBasedStateMachine):
             )
         for label, result in (("uninterrupted", ref), ("interrupted", run)):
             args = self._live.trainer.args
-            expected = self.expected_final_step(result.evaluations, args, result.max_steps)
-            if expected is not None and expected[0] != result.global_step:
+            ending = self.expected_final_step(result.evaluations, args, result.max_steps)
+            if ending is not None and ending[0] != result.global_step:
                 values = [(e.global_step, _metric_for(e, args)) for e in result.evaluations]
                 raise HarnessFailure(
                     f"the {label} run ended at step {result.global_step}, but it must end at step "
-                    f"{expected[0]}: {expected[1]}; evaluations (step, metric): {values} ({story})"
+                    f"{ending[0]}: {ending[1]}; evaluations (step, metric): {values} ({story})"
                 )
+
+
+def _without_replayed_epoch_end_log(trace: list[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
+    """The trace without the epoch-end log a resumed run replays at its first step, if it has one.
+
+    When an epoch runs out of data right after the checkpoint's step (iterable data cannot tell
+    in advance), the resumed run ends that epoch first and logs it at the checkpoint's step, as the
+    uninterrupted run did once. statetrain restores the last-logged step from the checkpoint, so
+    this log is right; the grammar, written from HF (which forgets it on resume), expects the
+    step to move first. Only that one log is left out of the grammar check.
+    """
+    names = [name for name, _, _ in trace[:4]]
+    resumed_at_epoch_end = names == ["on_train_begin", "on_epoch_begin", "on_epoch_end", "on_log"]
+    if (
+        resumed_at_epoch_end
+        and trace[0][1] > 0
+        and len(trace) > 4
+        and trace[4][0] not in ("on_train_end", "on_evaluate")
+    ):
+        return [*trace[:3], *trace[4:]]
+    return trace
 
 
 def _result(trainer: Trainer, evaluations: Sequence[Evaluation]) -> RunResult:

@@ -118,13 +118,16 @@ def check_epoch_coverage(
     epoch_ends: Iterable[EpochEnd],
     *,
     max_steps: int,
+    has_length: bool = True,
 ) -> None:
     """Raise :class:`GrammarError` when an epoch ended early without a stop request.
 
-    For data with a length: every epoch of a run ends at ``epoch == index + 1`` (its last
-    micro-batch), unless ``should_epoch_stop`` or ``should_training_stop`` was set before its
-    ``on_epoch_end`` or ``max_steps`` was reached. The grammar cannot know this (it depends on the
-    data size); a loop that skips a short last window breaks it.
+    Unless ``should_epoch_stop`` or ``should_training_stop`` was set before its ``on_epoch_end``:
+
+    * no epoch ends inside an accumulation window (the grammar allows that only for a stop);
+    * for data with a length (``has_length``), every epoch ends at ``epoch == index + 1`` (after
+      its last micro-batch) or at ``max_steps``. The grammar cannot know this (it depends on the
+      data size); a loop that skips a short last window breaks it.
     """
     stop_at = {e.position: e.stop_requested for e in epoch_ends}
     index = -1
@@ -136,7 +139,17 @@ def check_epoch_coverage(
             index = math.floor(epoch + _EPS) if first_in_run else index + 1
             first_in_run = False
         elif name == "on_epoch_end":
-            if stop_at.get(position, False) or step >= max_steps:
+            if stop_at.get(position, False):
+                continue
+            if position > 0 and trace[position - 1][0] in ("on_step_begin", "on_substep_end"):
+                raise GrammarError(
+                    f"trace[{position}] on_epoch_end at step {step}: the epoch ended inside an accumulation "
+                    "window although no stop was requested; its micro-batches were never stepped (their "
+                    "gradients carry into the next epoch's first update)",
+                    position=position,
+                    entry=TraceEntry(name, step, float(epoch)),
+                )
+            if step >= max_steps or not has_length:
                 continue
             if abs(epoch - (index + 1)) > _EPS:
                 raise GrammarError(
