@@ -28,19 +28,22 @@ Subclass it and override hooks (``make_callbacks``, ``make_machine``, ``make_mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import safetensors.torch
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -65,7 +68,7 @@ from statetrain.testing.grammar import GrammarError, check_trace
 from statetrain.testing.oracles import Evaluation, RunRecorder, check_epoch_coverage, early_stopping_reference
 from statetrain.testing.strategies import TrainingConfig, training_configs
 from statetrain.testing.tiny import RowStream, TinyClassifier, tiny_rows
-from statetrain.testing.trace import TraceError, TraceWriter, check_machine_trace, read_trace
+from statetrain.testing.trace import TraceError, check_machine_trace
 
 __all__ = [
     "HarnessFailure",
@@ -79,6 +82,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _CUT_PRIORITY = -(10**6)  # after every user callback, so it sees the flags they set
 _RECORDER_PRIORITY = -(10**7)  # after the cut, so it sees the stop the cut requests
+_REFERENCE_CACHE: OrderedDict[Hashable, RunResult] = OrderedDict()
+_REFERENCE_CACHE_SIZE = 256
 
 
 class HarnessFailure(AssertionError):
@@ -109,9 +114,11 @@ class SegmentCut(TrainerCallback):
     * mid-epoch: ask for a save at the step (``should_save``); once it is written (``on_save``),
       ask for ``should_training_stop``; at the epoch end this stop forces, clear the epoch-end
       flags (the uninterrupted run has no epoch end here);
-    * at an epoch's end (its last window, or ``should_epoch_stop`` was set): let the epoch end
-      and its own log, evaluation and save happen, then save (again) and stop, so the checkpoint
-      records the finished epoch.
+    * at an epoch's last window: let the epoch end and its own log, evaluation and save happen,
+      then save (again) and stop, so the checkpoint records the finished epoch;
+    * where ``should_epoch_stop`` ends an epoch early: one step later (``target`` grows by one).
+      A resumed run cannot tell from ``state.epoch`` (a fraction) that it starts the next epoch, so
+      the grammar would misread it; the uninterrupted run is the same either way.
 
     When the loop stops on its own (early stopping, a scheduled stop), the cut does nothing:
     ``outcome`` is then ``"ended"``. Register it after every other callback.
@@ -120,10 +127,18 @@ class SegmentCut(TrainerCallback):
     def __init__(self) -> None:
         self.target: int | None = None
         self.phase = "idle"
+        self.postponed = 0
 
     def arm(self, target: int | None) -> None:
         self.target = target
         self.phase = "idle" if target is None else "armed"
+        self.postponed = 0
+
+    def _postpone(self) -> None:
+        assert self.target is not None
+        self.target += 1
+        self.postponed += 1
+        self.phase = "armed"
 
     def outcome(self) -> str:
         """``"cut"`` (stopped at ``target`` with a checkpoint), ``"ended"`` (the run ended), or the stuck phase."""
@@ -141,8 +156,10 @@ class SegmentCut(TrainerCallback):
             return
         if control.should_training_stop:
             self.phase = "loop stopped"
-        elif control.should_epoch_stop or _epoch_complete(state.epoch):
+        elif _epoch_complete(state.epoch):
             self.phase = "awaiting epoch end"
+        elif control.should_epoch_stop:
+            self._postpone()
         else:
             control.should_save = True
             self.phase = "awaiting save"
@@ -154,7 +171,7 @@ class SegmentCut(TrainerCallback):
             if control.should_training_stop:
                 self.phase = "loop stopped"
             elif control.should_epoch_stop:
-                self.phase = "awaiting epoch end"
+                self._postpone()  # the save above is an extra checkpoint; the cut comes a step later
             else:
                 control.should_training_stop = True
                 self.phase = "stopping mid-epoch"
@@ -214,7 +231,6 @@ class _Live:
     machine: MachineSpec
     recorder: RunRecorder
     cut: SegmentCut | None
-    trace_file: Path | None
 
 
 @dataclass
@@ -277,6 +293,9 @@ class LoopHarness(RuleBasedStateMachine):
     """Where each example's temporary folder goes (default: ``/dev/shm`` when writable: fsync is free)."""
     check_machine_traces: ClassVar[bool] = True
     """Also check that the states entered follow the machine's declared transitions."""
+    cache_reference: ClassVar[bool] = True
+    """Reuse the reference run of an earlier example with the same :meth:`reference_key` (shrinking
+    replays the same configuration many times)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -293,7 +312,6 @@ class LoopHarness(RuleBasedStateMachine):
         self._reference: RunResult | None = None
         self._final_checked = False
         self._healthy = True
-        self._trainers_built = 0
         self._history: list[tuple[int, float]] = [(0, 0.0)]
         self._has_eval = False
         self._threads = torch.get_num_threads()
@@ -378,6 +396,15 @@ class LoopHarness(RuleBasedStateMachine):
                 )
                 candidates.append((scored[index].global_step, why))
         return min(candidates, key=lambda c: c[0])
+
+    def reference_key(self) -> Hashable:
+        """Everything the uninterrupted run depends on; examples with equal keys share it.
+
+        The default: this class, the configuration, the flag schedule and the metric values. Extend
+        it when a hook depends on anything else drawn per example (or set ``cache_reference = False``).
+        """
+        metrics = tuple(self.metric_values) if self.metric_values is not None else None
+        return (type(self), self.config, tuple(self.schedule), metrics)
 
     # --- rules ------------------------------------------------------------------------------------
     @initialize(data=st.data())
@@ -509,12 +536,7 @@ class LoopHarness(RuleBasedStateMachine):
             trainer.add_callback(cut, priority=_CUT_PRIORITY)
         recorder = RunRecorder()
         trainer.add_callback(recorder, priority=_RECORDER_PRIORITY)
-        trace_file = None
-        if self.check_machine_traces:
-            self._trainers_built += 1
-            trace_file = self.root / "traces" / f"{output_dir.name}-{self._trainers_built}.jsonl"
-            TraceWriter(trace_file).attach(trainer)
-        return _Live(trainer, callbacks, machine, recorder, cut, trace_file)
+        return _Live(trainer, callbacks, machine, recorder, cut)
 
     def _segment(self, rule_name: str, steps: int | None, *, fresh: bool) -> None:
         start_step, start_epoch = self.global_step, self.epoch
@@ -533,6 +555,7 @@ class LoopHarness(RuleBasedStateMachine):
         state = live.trainer.state
         segment.end, segment.epoch = state.global_step, float(state.epoch or 0.0)
         segment.outcome = live.cut.outcome()
+        segment.target = live.cut.target
         where = f"segment {len(self.segments)} ({segment.describe()})"
         self._check_trace(where, live)
         self.evaluations.extend(live.recorder.evaluations)
@@ -543,6 +566,8 @@ class LoopHarness(RuleBasedStateMachine):
                 f"{(start_step, start_epoch)}"
             )
         self._history.append((segment.end, segment.epoch))
+        _statistic(f"segment: {live.cut.phase}")
+        target = live.cut.target
         if segment.outcome == "cut":
             checkpoint = self.root / "run" / f"{PREFIX}-{target}"
             if segment.end != target or not checkpoint.is_dir():
@@ -576,19 +601,30 @@ class LoopHarness(RuleBasedStateMachine):
                 max_steps=trainer.state.max_steps,
                 has_length=has_length(trainer.train_dataset),
             )
-            if live.trace_file is not None and live.trace_file.exists():
-                check_machine_trace(read_trace(live.trace_file), live.machine)
+            if self.check_machine_traces:
+                check_machine_trace(live.recorder.machine_trace, live.machine)
         except (GrammarError, TraceError) as exc:
             raise HarnessFailure(f"{where}: the event trace breaks the loop's rules:\n{exc}") from exc
 
     # --- the end --------------------------------------------------------------------------------
     def reference(self) -> RunResult:
         """The uninterrupted run of this configuration and flag schedule (computed once per example)."""
-        if self._reference is None:
-            live = self._build(self.root / "reference", list(self.schedule), None)
-            live.trainer.train()
-            self._check_trace("the uninterrupted reference run", live)
-            self._reference = _result(live.trainer, live.recorder.evaluations)
+        if self._reference is not None:
+            return self._reference
+        key = self.reference_key() if self.cache_reference else None
+        cached = _REFERENCE_CACHE.get(key) if key is not None else None
+        if cached is not None:
+            _REFERENCE_CACHE.move_to_end(key)
+            self._reference = cached
+            return cached
+        live = self._build(self.root / "reference", list(self.schedule), None)
+        live.trainer.train()
+        self._check_trace("the uninterrupted reference run", live)
+        self._reference = _result(live.trainer, live.recorder.evaluations)
+        if key is not None:
+            _REFERENCE_CACHE[key] = self._reference
+            while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
+                _REFERENCE_CACHE.popitem(last=False)
         return self._reference
 
     def _story(self) -> str:
@@ -651,6 +687,12 @@ def _without_replayed_epoch_end_log(trace: list[tuple[str, int, float]]) -> list
     ):
         return [*trace[:3], *trace[4:]]
     return trace
+
+
+def _statistic(text: str) -> None:
+    """Count ``text`` in hypothesis' statistics (``--hypothesis-show-statistics``); a no-op outside a test."""
+    with contextlib.suppress(InvalidArgument):
+        event(text)
 
 
 def _result(trainer: Trainer, evaluations: Sequence[Evaluation]) -> RunResult:

@@ -1,8 +1,9 @@
 """Independent reference rules that a run's record is checked against.
 
 * :class:`RunRecorder` records what the checks need from a ``train()`` call: the HF event trace
-  (as :class:`~statetrain.testing.grammar.TraceRecorder` does), whether a stop had been requested
-  when each epoch ended, and every in-training evaluation's metrics.
+  (as :class:`~statetrain.testing.grammar.TraceRecorder` does), the states entered and left (for
+  :func:`~statetrain.testing.trace.check_machine_trace`), whether a stop had been requested when
+  each epoch ended, and every in-training evaluation's metrics.
 * :func:`check_epoch_coverage` adds the configuration-dependent rule the grammar leaves out: an
   epoch that nobody asked to stop ends only after its last micro-batch (or at ``max_steps``).
 * :func:`early_stopping_reference` is HF's early-stopping rule written again from its
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, TraceEntry, TraceRecorder
+from statetrain.testing.trace import TraceEvent
 
 __all__ = [
     "Evaluation",
@@ -69,13 +71,29 @@ class RunRecorder(TraceRecorder):
         super().__init__()
         self.epoch_ends: list[EpochEnd] = []
         self.evaluations: list[Evaluation] = []
+        self.machine_trace: list[TraceEvent] = []
+        """Every HF event plus the engine's state enter/exit, for :func:`check_machine_trace`."""
         self.in_train = False
         self._flags = _Flags()
+        self._state: str | None = None
 
     def clear(self) -> None:
         self.trace.clear()
         self.epoch_ends.clear()
         self.evaluations.clear()
+        self.machine_trace.clear()
+
+    def on_state_enter(self, args: Any, state: Any, control: Any, state_name: str = "", **kwargs: Any) -> None:
+        self._state = state_name
+        self._machine_event("on_state_enter", state)
+
+    def on_state_exit(self, args: Any, state: Any, control: Any, state_name: str = "", **kwargs: Any) -> None:
+        self._machine_event("on_state_exit", state)
+        self._state = None
+
+    def _machine_event(self, name: str, state: Any) -> None:
+        epoch = float(state.epoch) if state.epoch is not None else 0.0
+        self.machine_trace.append(TraceEvent(name, self._state, int(state.global_step), epoch))
 
     def observe(self, name: str, state: Any, control: Any, kwargs: Mapping[str, Any]) -> None:
         if name == "on_train_begin":
@@ -92,6 +110,7 @@ class RunRecorder(TraceRecorder):
             at_start = not self._flags.epoch_begun
             self.evaluations.append(Evaluation(int(state.global_step), metrics, at_start))
         self.record(name, state)
+        self._machine_event(name, state)
         # what the next on_epoch_end will be judged by: stop requests made by callbacks so far
         self._flags.stop = bool(control.should_training_stop or control.should_epoch_stop)
         if name == "on_train_end":
@@ -194,11 +213,3 @@ def early_stopping_reference(
         if best is None or (value > best if greater_is_better else value < best):
             best = value
     return None
-
-
-@dataclass
-class StopExpectation:
-    """Where a run must end, and why (for the failure message)."""
-
-    step: int
-    reasons: list[str] = field(default_factory=list)
