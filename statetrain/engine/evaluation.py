@@ -126,22 +126,22 @@ class EvaluationMixin:
             ignore_keys=ignore_keys,
             metric_key_prefix=metric_key_prefix,
         )
+        metrics = self._add_speed_metrics(output, metric_key_prefix, start_time)
+        self.log(metrics)
+        self._fire(Event.ON_EVALUATE, metrics=metrics)
+        return metrics
+
+    def _add_speed_metrics(self, output: EvalLoopOutput, prefix: str, start_time: float) -> dict[str, float]:
+        """HF's ``<prefix>_runtime`` and rates; model preparation time is not counted as running."""
         assert output.metrics is not None
-        total_batch = self.args.eval_batch_size * self.args.world_size
-        prep = output.metrics.get(f"{metric_key_prefix}_model_preparation_time")
+        prep = output.metrics.get(f"{prefix}_model_preparation_time")
         if prep is not None:
             start_time += prep
         num_samples = output.num_samples or 0
+        total_batch = self.args.eval_batch_size * self.args.world_size
         output.metrics.update(
-            speed_metrics(
-                metric_key_prefix,
-                start_time,
-                num_samples=num_samples,
-                num_steps=math.ceil(num_samples / total_batch),
-            )
+            speed_metrics(prefix, start_time, num_samples=num_samples, num_steps=math.ceil(num_samples / total_batch))
         )
-        self.log(output.metrics)
-        self._fire(Event.ON_EVALUATE, metrics=output.metrics)
         return output.metrics
 
     def predict(
@@ -153,20 +153,7 @@ class EvaluationMixin:
         output = self.evaluation_loop(
             dataloader, description="Prediction", ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
-        assert output.metrics is not None
-        total_batch = self.args.eval_batch_size * self.args.world_size
-        prep = output.metrics.get(f"{metric_key_prefix}_model_preparation_time")
-        if prep is not None:
-            start_time += prep
-        num_samples = output.num_samples or 0
-        output.metrics.update(
-            speed_metrics(
-                metric_key_prefix,
-                start_time,
-                num_samples=num_samples,
-                num_steps=math.ceil(num_samples / total_batch),
-            )
-        )
+        self._add_speed_metrics(output, metric_key_prefix, start_time)
         self._fire(Event.ON_PREDICT, metrics=output.metrics)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
