@@ -83,8 +83,6 @@ def __getattr__(name: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise
-        raise ImportError(
-            f"statetrain.testing.{name} needs hypothesis: pip install 'statetrain[testing]'"
-        ) from exc
+        raise ImportError(f"statetrain.testing.{name} needs hypothesis: pip install 'statetrain[testing]'") from exc
     globals()[name] = value
     return value

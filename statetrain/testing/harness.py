@@ -20,7 +20,7 @@ Invariants:
   in-training evaluation equal those of the uninterrupted reference run;
 * **early stopping**: with an ``EarlyStoppingCallback`` among the callbacks, both runs end at
   the step :func:`~statetrain.testing.oracles.early_stopping_reference` computes from the
-  metrics they produced.
+  metrics they produced, and a stop asked for during an evaluation happens only there.
 
 Subclass it and override hooks (``make_callbacks``, ``make_machine``, ``make_model``,
 ``training_arguments``, ``config_strategy``...). See ``docs/property-testing.md``.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import shutil
 import tempfile
@@ -41,7 +42,7 @@ from typing import Any, ClassVar, TypeVar
 
 import safetensors.torch
 import torch
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
@@ -93,11 +94,14 @@ class HarnessFailure(AssertionError):
 def harness_settings(max_examples: int = 20, stateful_step_count: int = 6, **kwargs: Any) -> settings:
     """Settings that suit the harness: no deadline (a ``train()`` call is not a unit test), no too_slow.
 
-    Cost is about ``max_examples * (stateful_step_count + 2)`` ``train()`` calls of a few
-    milliseconds each on the tiny model, plus shrinking when something fails.
+    Cost is about ``max_examples * (stateful_step_count + 2)`` ``train()`` calls of a few tens of
+    milliseconds each on the tiny model, plus shrinking when something fails. The ``explain``
+    phase is off unless ``phases`` is given (it line-traces torch on every replay).
     """
     kwargs.setdefault("deadline", None)
     kwargs.setdefault("suppress_health_check", [HealthCheck.too_slow, HealthCheck.filter_too_much])
+    # the explain phase traces every line of a failing example's replays: minutes with torch
+    kwargs.setdefault("phases", [phase for phase in Phase if phase is not Phase.explain])
     return settings(max_examples=max_examples, stateful_step_count=stateful_step_count, **kwargs)
 
 
@@ -258,6 +262,8 @@ class RunResult:
     max_steps: int
     parameters: dict[str, torch.Tensor]
     evaluations: list[Evaluation] = field(default_factory=list)
+    evaluation_stop: int | None = None
+    """The first step at which ``should_training_stop`` was turned on during an ``on_evaluate``."""
 
 
 def _tracked(fn: F) -> F:
@@ -304,6 +310,7 @@ class LoopHarness(RuleBasedStateMachine):
         self.schedule: list[FlagSetting] = []
         self.segments: list[Segment] = []
         self.evaluations: list[Evaluation] = []
+        self.stop_requests: list[tuple[str, int]] = []
         self.global_step = 0
         self.epoch = 0.0
         self.latest_checkpoint: Path | None = None
@@ -360,27 +367,26 @@ class LoopHarness(RuleBasedStateMachine):
         """Build the Trainer from the keyword arguments given (override for a Trainer subclass)."""
         return Trainer(**kwargs)
 
-    def expected_final_step(
-        self, evaluations: Sequence[Evaluation], args: Any, max_steps: int
-    ) -> tuple[int, str] | None:
-        """Where a run with these evaluations must end, and why; ``None`` to skip the check.
+    def expected_early_stop(self, evaluations: Sequence[Evaluation], args: Any) -> tuple[int | None, str] | None:
+        """The step at which evaluations must stop training (``None``: never), and why; ``None`` skips the check.
 
-        The default models ``EarlyStoppingCallback`` (via :func:`early_stopping_reference`), the
-        scheduled ``should_training_stop`` flags and ``max_steps``; it checks only when an
-        ``EarlyStoppingCallback`` is among the callbacks. Override it for other stopping rules.
+        The default applies :func:`early_stopping_reference` for each ``EarlyStoppingCallback``
+        among the callbacks to the run's in-training evaluations (and checks nothing without one).
+        The harness then requires a run to end exactly there, and a stop asked for during an
+        evaluation to happen only there. Override it to model another evaluation-driven stop.
         """
-        stoppers = [cb for cb in self.make_callbacks() if isinstance(cb, EarlyStoppingCallback)]
+        callbacks = self._live.callbacks if self._live is not None else self.make_callbacks()
+        stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStoppingCallback)]
         if not stoppers or args.metric_for_best_model is None:
             return None
-        name = args.metric_for_best_model
-        key = name if name.startswith("eval_") else f"eval_{name}"
+        key = _metric_key(args)
         scored = [e for e in evaluations if key in e.metrics]
         values = [float(e.metrics[key]) for e in scored]
-        candidates: list[tuple[int, str]] = [(max_steps, f"max_steps={max_steps}")]
-        first_stop = FlagScheduleCallback(self.schedule).first_stop()
-        if first_stop is not None:
-            candidates.append((first_stop, f"the should_training_stop scheduled at step {first_stop}"))
+        found: list[tuple[int, str]] = []
         for cb in stoppers:
+            rule_name = (
+                f"{type(cb).__name__}(patience={cb.early_stopping_patience}, threshold={cb.early_stopping_threshold})"
+            )
             index = early_stopping_reference(
                 values,
                 patience=cb.early_stopping_patience,
@@ -389,13 +395,17 @@ class LoopHarness(RuleBasedStateMachine):
                 at_start=[e.at_start for e in scored],
             )
             if index is not None:
-                why = (
-                    f"{type(cb).__name__}(patience={cb.early_stopping_patience}, threshold="
-                    f"{cb.early_stopping_threshold}) runs out of patience at evaluation #{index + 1} "
-                    f"({key}={values[index]!r} at step {scored[index].global_step})"
+                found.append(
+                    (
+                        scored[index].global_step,
+                        f"{rule_name} runs out of patience at evaluation #{index + 1} "
+                        f"({key}={values[index]!r} at step {scored[index].global_step})",
+                    )
                 )
-                candidates.append((scored[index].global_step, why))
-        return min(candidates, key=lambda c: c[0])
+        if found:
+            return min(found, key=lambda item: item[0])
+        names = ", ".join(f"{type(cb).__name__}(patience={cb.early_stopping_patience})" for cb in stoppers)
+        return None, f"{names} never runs out of patience on these {len(values)} evaluations"
 
     def reference_key(self) -> Hashable:
         """Everything the uninterrupted run depends on; examples with equal keys share it.
@@ -559,6 +569,7 @@ class LoopHarness(RuleBasedStateMachine):
         where = f"segment {len(self.segments)} ({segment.describe()})"
         self._check_trace(where, live)
         self.evaluations.extend(live.recorder.evaluations)
+        self.stop_requests.extend(live.recorder.stop_requests)
         begin = live.recorder.trace[0]
         if begin[1] != start_step or not math.isclose(begin[2], start_epoch, abs_tol=1e-12):
             raise HarnessFailure(
@@ -620,7 +631,7 @@ class LoopHarness(RuleBasedStateMachine):
         live = self._build(self.root / "reference", list(self.schedule), None)
         live.trainer.train()
         self._check_trace("the uninterrupted reference run", live)
-        self._reference = _result(live.trainer, live.recorder.evaluations)
+        self._reference = _result(live.trainer, live.recorder.evaluations, live.recorder.stop_requests)
         if key is not None:
             _REFERENCE_CACHE[key] = self._reference
             while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
@@ -634,7 +645,7 @@ class LoopHarness(RuleBasedStateMachine):
     def _check_final(self) -> None:
         self._final_checked = True
         assert self._live is not None
-        run = _result(self._live.trainer, self.evaluations)
+        run = _result(self._live.trainer, self.evaluations, self.stop_requests)
         ref = self.reference()
         story = self._story()
         if run.global_step != ref.global_step:
@@ -657,14 +668,22 @@ class LoopHarness(RuleBasedStateMachine):
                 f"the in-training evaluations differ from the uninterrupted run's ({story}):\n"
                 f"  interrupted:   {mine}\n  uninterrupted: {theirs}"
             )
+        args = self._live.trainer.args
         for label, result in (("uninterrupted", ref), ("interrupted", run)):
-            args = self._live.trainer.args
-            ending = self.expected_final_step(result.evaluations, args, result.max_steps)
-            if ending is not None and ending[0] != result.global_step:
-                values = [(e.global_step, _metric_for(e, args)) for e in result.evaluations]
+            expectation = self.expected_early_stop(result.evaluations, args)
+            if expectation is None:
+                continue
+            stop_step, why = expectation
+            values = [(e.global_step, e.metrics.get(_metric_key(args))) for e in result.evaluations]
+            if stop_step is not None and result.global_step != stop_step:
                 raise HarnessFailure(
-                    f"the {label} run ended at step {result.global_step}, but it must end at step "
-                    f"{ending[0]}: {ending[1]}; evaluations (step, metric): {values} ({story})"
+                    f"the {label} run ended at step {result.global_step}, but it must end at step {stop_step}: "
+                    f"{why}; evaluations (step, metric): {values} ({story})"
+                )
+            if stop_step is None and result.evaluation_stop is not None:
+                raise HarnessFailure(
+                    f"the {label} run was stopped during the evaluation at step {result.evaluation_stop}, but "
+                    f"{why}; evaluations (step, metric): {values} ({story})"
                 )
 
 
@@ -695,16 +714,23 @@ def _statistic(text: str) -> None:
         event(text)
 
 
-def _result(trainer: Trainer, evaluations: Sequence[Evaluation]) -> RunResult:
+def _result(trainer: Trainer, evaluations: Sequence[Evaluation], stop_requests: Sequence[tuple[str, int]]) -> RunResult:
     state = trainer.state
     params = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    return RunResult(state.global_step, float(state.epoch or 0.0), state.max_steps, params, list(evaluations))
+    at_evaluation = [step for event_name, step in stop_requests if event_name == "on_evaluate"]
+    return RunResult(
+        state.global_step,
+        float(state.epoch or 0.0),
+        state.max_steps,
+        params,
+        list(evaluations),
+        at_evaluation[0] if at_evaluation else None,
+    )
 
 
-def _metric_for(evaluation: Evaluation, args: Any) -> Any:
+def _metric_key(args: Any) -> str:
     name = args.metric_for_best_model or "loss"
-    key = name if name.startswith("eval_") else f"eval_{name}"
-    return evaluation.metrics.get(key)
+    return name if name.startswith("eval_") else f"eval_{name}"
 
 
 def _check_supported(args: TrainingArguments) -> None:
@@ -724,8 +750,6 @@ def _check_supported(args: TrainingArguments) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
 

@@ -3,7 +3,8 @@
 * :class:`RunRecorder` records what the checks need from a ``train()`` call: the HF event trace
   (as :class:`~statetrain.testing.grammar.TraceRecorder` does), the states entered and left (for
   :func:`~statetrain.testing.trace.check_machine_trace`), whether a stop had been requested when
-  each epoch ended, and every in-training evaluation's metrics.
+  each epoch ended, during which event each stop was requested, and every in-training evaluation's
+  metrics.
 * :func:`check_epoch_coverage` adds the configuration-dependent rule the grammar leaves out: an
   epoch that nobody asked to stop ends only after its last micro-batch (or at ``max_steps``).
 * :func:`early_stopping_reference` is HF's early-stopping rule written again from its
@@ -57,6 +58,7 @@ class EpochEnd:
 @dataclass
 class _Flags:
     stop: bool = False
+    training_stop: bool = False
     epoch_begun: bool = False
 
 
@@ -71,6 +73,8 @@ class RunRecorder(TraceRecorder):
         super().__init__()
         self.epoch_ends: list[EpochEnd] = []
         self.evaluations: list[Evaluation] = []
+        self.stop_requests: list[tuple[str, int]] = []
+        """``(event, global_step)`` of each event during which ``should_training_stop`` was turned on."""
         self.machine_trace: list[TraceEvent] = []
         """Every HF event plus the engine's state enter/exit, for :func:`check_machine_trace`."""
         self.in_train = False
@@ -81,6 +85,7 @@ class RunRecorder(TraceRecorder):
         self.trace.clear()
         self.epoch_ends.clear()
         self.evaluations.clear()
+        self.stop_requests.clear()
         self.machine_trace.clear()
 
     def on_state_enter(self, args: Any, state: Any, control: Any, state_name: str = "", **kwargs: Any) -> None:
@@ -111,6 +116,9 @@ class RunRecorder(TraceRecorder):
             self.evaluations.append(Evaluation(int(state.global_step), metrics, at_start))
         self.record(name, state)
         self._machine_event(name, state)
+        if control.should_training_stop and not self._flags.training_stop:
+            self.stop_requests.append((name, int(state.global_step)))
+        self._flags.training_stop = bool(control.should_training_stop)
         # what the next on_epoch_end will be judged by: stop requests made by callbacks so far
         self._flags.stop = bool(control.should_training_stop or control.should_epoch_stop)
         if name == "on_train_end":
