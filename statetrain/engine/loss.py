@@ -84,6 +84,30 @@ def is_causal_lm(model: nn.Module) -> bool:
     return name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
 
+# The loss types transformers 5.24 maps to ``ForCausalLMLoss`` (``LOSS_MAPPING``), for when it is not loaded.
+CAUSAL_LM_LOSS_TYPES = frozenset({"ForCausalLM", "ForConditionalGeneration", "CsmForConditionalGeneration"})
+
+
+def loss_shifts_labels(model: nn.Module) -> bool:
+    """Whether ``model``'s own loss shifts its labels, so ``labels[..., 1:]`` is what it counts (HF rule).
+
+    HF asks whether the model's ``loss_type`` maps to ``ForCausalLMLoss`` in transformers'
+    ``LOSS_MAPPING``: that includes the decoder-only ``ForConditionalGeneration`` models, and
+    excludes encoder-decoder models, whose labels line up with their (right-shifted) decoder inputs.
+    """
+    loss_type = getattr(model, "loss_type", None)
+    if loss_type is None or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return False
+    if "transformers" in sys.modules:
+        try:
+            from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+        except ImportError:  # pragma: no cover - a transformers without the mapping
+            pass
+        else:
+            return LOSS_MAPPING.get(loss_type) is ForCausalLMLoss
+    return loss_type in CAUSAL_LM_LOSS_TYPES
+
+
 def count_label_items(batch: Any, shift: bool) -> torch.Tensor | None:
     """Labels that carry a loss in one micro-batch (not ``-100``), the way HF counts them.
 

@@ -38,7 +38,14 @@ from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
 from statetrain.engine.feature_checks import check_features_have_states
 from statetrain.engine.loader_options import loader_options
-from statetrain.engine.loss import LabelSmoother, NanInfGuard, WindowWeights, count_label_items, is_causal_lm
+from statetrain.engine.loss import (
+    LabelSmoother,
+    NanInfGuard,
+    WindowWeights,
+    count_label_items,
+    is_causal_lm,
+    loss_shifts_labels,
+)
 from statetrain.engine.machine import MachineSpec
 from statetrain.engine.metrics import TrainOutput, speed_metrics
 from statetrain.engine.model_options import (
@@ -62,8 +69,6 @@ from statetrain.events.event import Event
 from statetrain.events.filters import FilteredEvent
 
 logger = logging.getLogger(__name__)
-
-CAUSAL_LM_LOSS_TYPES = {"ForCausalLM", "ForCausalLMLoss"}
 
 
 class Trainer(EvaluationMixin, CheckpointMixin):
@@ -218,9 +223,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         self.label_names = list(self.args.label_names) if self.args.label_names is not None else default_labels
         self.can_return_loss = can_return_loss(type(model))
         config = getattr(model, "config", None)
-        self._loss_shifts_labels = getattr(model, "loss_type", None) in CAUSAL_LM_LOSS_TYPES and not getattr(
-            config, "is_encoder_decoder", False
-        )
+        self._loss_shifts_labels = loss_shifts_labels(model)
         self.label_smoother: LabelSmoother | None = None
         if self.args.label_smoothing_factor != 0:
             if getattr(config, "problem_type", None) == "multi_label_classification":
