@@ -10,7 +10,17 @@ every file and folder, writes the manifest last, then renames the folder into pl
 ``output_dir``. A ``checkpoint-N`` folder therefore only ever appears complete; a kill at any point
 leaves at most a ``.tmp-*`` folder, which the next write removes. Every failure (an exception from
 the caller's writer, ENOSPC, EFBIG, EACCES...) removes the temporary folder, touches no earlier
-checkpoint, and raises :class:`CheckpointWriteError`.
+checkpoint, and raises :class:`CheckpointWriteError`, whose ``errno`` is the cause's (also when
+safetensors, whose errors are not ``OSError``, only names it as ``os error N`` in its message).
+
+Hashing costs almost no wall time on a real disk: once the writer is done, every file is hashed
+(sha256, read back from the page cache) in one thread while another fsyncs it, so the hash hides
+behind the flush that a durable save waits for anyway. (Starting a file's fsync while the next file
+is still being serialized was measured slower: the writes then compete with the flush; serializing
+to bytes with ``safetensors.torch.save`` to hash them on the way was several times slower than
+``save_file``.) Every file gets the mode a plain ``open()`` gives (``0o666`` less the umask):
+safetensors creates its files ``0o600``, which would leave a checkpoint half readable by whoever
+reads its JSON files.
 
 Replacing a folder of the same name (re-saving a step) renames the old one aside to
 ``.old-<name>-<token>``, renames the new one in, then discards the old one. POSIX cannot swap two
@@ -66,7 +76,8 @@ _CHECKPOINT_RE = re.compile(rf"^{PREFIX}-(\d+)$")
 # same-name checkpoint is replaced), .trash- (being deleted). The token is secrets.token_hex(8).
 _SCRATCH_RE = re.compile(r"^\.(tmp|old|trash)-(.+)-([0-9a-f]{16})$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 22
+_OS_ERROR_RE = re.compile(r"os error (\d+)")
 # Files only a Hugging Face Trainer checkpoint has (statetrain never writes pickles).
 _HF_MARKERS = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
 
@@ -333,9 +344,27 @@ def _write_error(target: Path, stage: str, cause: Exception, outcome: str) -> Ch
     error = CheckpointWriteError(
         f"could not write checkpoint {target} ({stage}): {type(cause).__name__}: {cause}; {outcome}"
     )
-    error.errno = getattr(cause, "errno", None)  # type: ignore[assignment]
+    code = _errno_of(cause)
+    error.errno = code  # type: ignore[assignment]
     error.target = target
     return error
+
+
+def _errno_of(cause: BaseException) -> int | None:
+    """The errno behind ``cause``: its own, its causes', or the ``os error N`` that safetensors
+    (whose Rust errors are not ``OSError``s) writes into its message."""
+    seen: set[int] = set()
+    current: BaseException | None = cause
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "errno", None)
+        if isinstance(code, int):
+            return code
+        match = _OS_ERROR_RE.search(str(current))
+        if match:
+            return int(match.group(1))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -369,29 +398,62 @@ def _raise(error: OSError) -> None:
     raise error
 
 
-def _hash_file(path: Path, sync: bool = False) -> tuple[int, str]:
+def _hash_file(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=0) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
-        if sync:
-            os.fsync(handle.fileno())
     return size, digest.hexdigest()
 
 
+def _sync_file(path: Path, mode: int) -> None:
+    """Give the file the mode ``open()`` would (safetensors makes ``0o600`` files), then fsync it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it (briefly; one writer at a time)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _hash_and_sync_tree(root: Path) -> dict[str, dict[str, Any]]:
-    """Hash and fsync every file under ``root``, fsync every folder below it; the manifest's ``files``."""
+    """The manifest's ``files``: every file under ``root`` hashed, given its mode and fsynced; every folder fsynced.
+
+    Each file's hash and its fsync are separate jobs on a small pool (hashlib and fsync release the
+    GIL), so the sha256 of one file runs while the disk flushes it and the others.
+    """
     files, irregular = _walk(root)
     if irregular:
         raise ValueError(f"checkpoints hold only regular files and folders; not regular: {', '.join(irregular)}")
     if MANIFEST_NAME in files:
         raise ValueError(f"the checkpoint writer must not create {MANIFEST_NAME}; statetrain writes it")
-    # hashlib and fsync release the GIL: hash the files side by side (a checkpoint is a few large files)
-    with ThreadPoolExecutor(max_workers=min(4, max(1, len(files)))) as pool:
-        results = dict(zip(files, pool.map(lambda full: _hash_file(full, sync=True), files.values()), strict=True))
-    entries: dict[str, dict[str, Any]] = {rel: {"size": size, "sha256": sha} for rel, (size, sha) in results.items()}
+    mode = _file_mode()
+    entries: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=min(4, max(1, 2 * len(files)))) as pool:
+        jobs = [
+            (rel, pool.submit(_hash_file, full), pool.submit(_sync_file, full, mode)) for rel, full in files.items()
+        ]
+        for rel, hashed, synced in jobs:
+            synced.result()
+            size, sha = hashed.result()
+            entries[rel] = {"size": size, "sha256": sha}
     for folder, _, _ in os.walk(root, topdown=False, onerror=_raise):
         if Path(folder) != root:
             _fsync_dir(Path(folder))
