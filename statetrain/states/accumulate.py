@@ -42,9 +42,16 @@ class AccumulateState(State):
         engine, plan, trainer = run.engine, run.plan, run.trainer
         inputs = run.window[run.window_pos]
         done = engine.batches_in_epoch + 1
-        closes_window = done % plan.gradient_accumulation_steps == 0 or done == plan.steps_in_epoch
-        run.accelerator.gradient_state._set_sync_gradients(closes_window)
         last_of_window = run.window_pos == len(run.window) - 1
+        # A window shorter than the accumulation is the last of its pass (the planned remainder, or
+        # an iterable dataset that ran out): it takes its update here, so windows never span epochs
+        # and a pass shorter than one window still trains (HF carries such gradients over instead).
+        closes_window = (
+            done % plan.gradient_accumulation_steps == 0
+            or done == plan.steps_in_epoch
+            or (last_of_window and len(run.window) < plan.gradient_accumulation_steps)
+        )
+        run.accelerator.gradient_state._set_sync_gradients(closes_window)
         if run.accelerator.num_processes > 1 and not last_of_window:
             with run.accelerator.no_sync(model=run.model):
                 step_loss = trainer.run_training_step(run.model, inputs, run.num_items_in_batch)
