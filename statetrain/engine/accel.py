@@ -36,7 +36,7 @@ def build_accelerator(args: Any) -> Accelerator:
     mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
     return Accelerator(
         mixed_precision=mixed_precision,
-        cpu=bool(args.use_cpu),
+        cpu=bool(getattr(args, "runs_on_cpu", args.use_cpu)),
         dataloader_config=dataloader_config,
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
     )

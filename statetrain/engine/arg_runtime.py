@@ -119,6 +119,23 @@ def _device_and_gpu_count(state: Any, cpu: bool) -> tuple[torch.device, int]:
     return device, 1
 
 
+def _join(settings: RuntimeSettings, cpu: bool, launched: int) -> Any:
+    """``_partial_state``, with a launcher-started process's failure to join said in those terms."""
+    try:
+        return _partial_state(settings, cpu)
+    except Exception as exc:
+        if launched <= 1:
+            raise
+        rank = os.environ.get("RANK", "?")
+        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+        raise RuntimeError(
+            f"this process was started by a launcher as rank {rank} of {launched} (WORLD_SIZE={launched}) but "
+            f"could not join the process group: {cause}. Every process must be started "
+            "with the same MASTER_ADDR and MASTER_PORT, and all of them must start within ddp_timeout "
+            f"({settings.ddp_timeout} s); statetrain does not train alone in a process a launcher started"
+        ) from exc
+
+
 def resolve_runtime(settings: RuntimeSettings) -> RuntimeInfo:
     """Set up (or reuse) accelerate's process state and describe this process.
 
@@ -126,13 +143,13 @@ def resolve_runtime(settings: RuntimeSettings) -> RuntimeInfo:
     process group, instead of letting each one train alone on the full data.
     """
     cpu = settings.use_cpu or _env_flag("ACCELERATE_USE_CPU")
-    state = _partial_state(settings, cpu)
     launched = launcher_world_size()
+    state = _join(settings, cpu, launched)
     if launched > 1 and state.num_processes == 1 and not cpu and state.device.type == "cpu":
         # No GPU-like backend applied, so accelerate left each process on its own; gloo on CPU
         # joins them, which is what transformers 5.24 only does when use_cpu=True is given.
         cpu = True
-        state = _partial_state(settings, cpu)
+        state = _join(settings, cpu, launched)
     if launched > 1 and state.num_processes != launched:
         raise RuntimeError(
             f"the launcher started {launched} processes (WORLD_SIZE={launched}) but accelerate set up "
@@ -197,6 +214,15 @@ class ProcessFactsMixin:
     def parallel_mode(self) -> ParallelMode:
         """Whether the run is single-device, one process over several GPUs, or several processes."""
         return self._runtime().parallel_mode
+
+    @property
+    def runs_on_cpu(self) -> bool:
+        """Whether accelerate was set up on CPU: ``use_cpu``, or processes a launcher started on a CPU-only machine.
+
+        The ``Accelerator`` must be built with this, not with ``use_cpu``: a different choice would
+        make accelerate reset the process state the arguments already set up.
+        """
+        return self._runtime().cpu
 
     @property
     def world_size(self) -> int:

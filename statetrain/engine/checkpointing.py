@@ -23,13 +23,12 @@ from torch import nn
 from statetrain.engine.checkpoint_store import (
     PREFIX,
     latest_good_checkpoint,
-    rotate_checkpoints,
     verify_checkpoint,
-    write_checkpoint,
 )
 from statetrain.engine.context import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
 from statetrain.engine.data import has_length
-from statetrain.engine.rng import load_rng_state, save_rng_state
+from statetrain.engine.distributed import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
+from statetrain.engine.rng import load_rng_state
 from statetrain.engine.tensor_tree import load_tree, save_tree
 
 if TYPE_CHECKING:
@@ -133,6 +132,7 @@ class CheckpointMixin:
         run.engine.tr_loss = float(tr_loss.item()) if tr_loss is not None else 0.0
         engine_json = run.engine.to_json_string()
         model = self.accelerator.unwrap_model(run.model)
+        rng_states = None if args.save_only_model else gather_rng_states(args)  # every rank's, to one writer
 
         def write_files(folder: Path) -> None:
             save_model_files(model, self.processing_class, folder)
@@ -142,15 +142,14 @@ class CheckpointMixin:
                 save_tree(run.lr_scheduler.state_dict(), folder, "scheduler")
                 if self.accelerator.scaler is not None:
                     save_tree(self.accelerator.scaler.state_dict(), folder, "scaler")
-                save_rng_state(folder, rank=args.process_index if args.world_size > 1 else None)
+                write_rng_files(folder, args, rng_states)
             state.save_to_json(folder / TRAINER_STATE_NAME)
             (folder / ENGINE_STATE_NAME).write_text(engine_json, encoding="utf-8")
             (folder / ARGS_NAME).write_text(args.to_json_string(), encoding="utf-8")
 
-        path = write_checkpoint(output_dir, name, write_files, self.checkpoint_metadata())
         protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
-        rotate_checkpoints(output_dir, args.save_total_limit, protected)
-        return path
+        # written once; with several processes every rank waits until the checkpoint is committed
+        return commit_checkpoint(args, output_dir, name, write_files, self.checkpoint_metadata(), protected)
 
     # --- resuming -----------------------------------------------------------------------------
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
@@ -176,6 +175,8 @@ class CheckpointMixin:
                 "state, so training cannot continue exactly from it"
             )
         current = self.checkpoint_metadata()
+        if recorded.get("world_size", current["world_size"]) != current["world_size"]:
+            raise ResumeError(world_size_mismatch(path, recorded["world_size"], current["world_size"]))
         changed = [
             f"{key}: checkpoint {recorded.get(key)!r}, now {current[key]!r}"
             for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "dataset_length")

@@ -35,18 +35,27 @@ class TrainingPreempted(RuntimeError):
 
 
 class PreemptionRequest:
-    """The pending signal, if any; read by the machine's guard."""
+    """The pending signal, if any; read by the machine's guard.
 
-    def __init__(self) -> None:
+    With several processes (``coordinated``) the guard reads ``agreed`` instead of this process's
+    own signal: ranks exchange their pending signals at step boundaries
+    (:func:`statetrain.engine.distributed.agree_on_preemption`), so every rank stops at the same
+    optimizer step even when only one of them was signalled.
+    """
+
+    def __init__(self, coordinated: bool = False) -> None:
         self.signum: int | None = None
+        self.coordinated = coordinated
+        self.agreed: int | None = None
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return (self.agreed if self.coordinated else self.signum) is not None
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
+        signum = self.agreed if self.coordinated else self.signum
+        return signal.Signals(signum).name if signum is not None else ""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None and signum == signal.SIGINT:

@@ -88,7 +88,7 @@ class Run:
         self.resuming = False
         self.pending_rng: dict[str, Any] | None = None
         # preemption: the pending signal, and the checkpoint written for it
-        self.preemption = PreemptionRequest()
+        self.preemption = PreemptionRequest(coordinated=trainer.accelerator.num_processes > 1)
         self.preempted_checkpoint: Path | None = None
         self.last_saved_step = -1
 

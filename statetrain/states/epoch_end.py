@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from statetrain.engine.distributed import agree_on_preemption
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
@@ -19,10 +20,11 @@ class EpochEndState(State):
 
     name = "epoch_end"
     reads = ("epoch_had_batches",)
-    writes = ("engine.epoch_ended", "control.should_training_stop")
+    writes = ("engine.epoch_ended", "control.should_training_stop", "preemption.agreed")
     fires = (Event.ON_EPOCH_END,)
 
     def run(self, run: Run) -> None:
+        agree_on_preemption(run)  # a signal since the last step reaches every process's guard alike
         if not run.epoch_had_batches:
             logger.warning(
                 "epoch %d yielded no batch; stopping training at step %d (expected when an "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from statetrain.engine.distributed import agree_on_preemption
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
@@ -31,7 +32,7 @@ class OptimizeState(State):
 
     name = "optimize"
     reads = ("model", "step_optimizer", "lr_scheduler", "engine.batches_in_epoch")
-    writes = ("grad_norm", "learning_rate", "state.global_step", "state.epoch", "update_step")
+    writes = ("grad_norm", "learning_rate", "state.global_step", "state.epoch", "update_step", "preemption.agreed")
     fires = (Event.ON_PRE_OPTIMIZER_STEP, Event.ON_OPTIMIZER_STEP, Event.ON_STEP_END)
 
     def run(self, run: Run) -> None:
@@ -54,3 +55,4 @@ class OptimizeState(State):
         state.epoch = engine.epoch_index + engine.batches_in_epoch / run.plan.steps_in_epoch
         run.update_step += 1
         run.fire(Event.ON_STEP_END)
+        agree_on_preemption(run)  # several processes stop at the same step, or none does

@@ -25,7 +25,8 @@ class PreemptState(State):
 
     def run(self, run: Run) -> None:
         existing = Path(run.args.output_dir) / f"{PREFIX}-{run.state.global_step}"
-        if run.last_saved_step == run.state.global_step and existing.is_dir():
+        # with several processes the folder may live on another node; the save state's commit was agreed
+        if run.last_saved_step == run.state.global_step and (existing.is_dir() or run.preemption.coordinated):
             run.preempted_checkpoint = existing
         else:
             run.engine.current_state = self.name

@@ -1,0 +1,202 @@
+"""Two CPU processes on gloo, started by torchrun, against one process on the same global batch.
+
+Each launch runs ``run_ddp.py`` in two processes that know only what torchrun put in their
+environment (no ``use_cpu``): statetrain must join them over gloo. Every test first asserts that the
+world size really was 2 in both processes, as seen by the arguments, accelerate and torch.distributed,
+so a launch that silently trained two independent copies cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from statetrain.engine.checkpoint_store import verify_checkpoint
+from statetrain.engine.checkpointing import ResumeError
+from tests.distributed.run_ddp import DEFAULTS, build_trainer, eval_datasets
+
+SCRIPT = Path(__file__).with_name("run_ddp.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_TIMEOUT = 240  # a deadlock fails the test instead of hanging it
+PARITY = {"evaluate": True}  # no dropout; 32 rows fill every batch of 4 per process (8 global)
+RESUMABLE = {"save_steps": 3, "dropout": 0.2, "diverge_rng": True}  # checkpoint-3 is mid-epoch (4 steps each)
+
+
+def launch(tmp: Path, scenarios: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """Run the scenarios in two processes started by torchrun; CPU only, whatever the machine has."""
+    config = tmp / f"config-{len(list(tmp.glob('config-*')))}.json"
+    config.write_text(json.dumps({"scenarios": scenarios}), encoding="utf-8")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        [*command, str(SCRIPT), str(config)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+
+
+def results(out: Path) -> list[dict[str, Any]]:
+    found = [json.loads((out / f"result_{rank}.json").read_text(encoding="utf-8")) for rank in (0, 1)]
+    for rank, result in enumerate(found):
+        assert result["rank"] == rank
+        assert result["world_size"] == result["accelerate_processes"] == result["torch_world_size"] == 2, result
+    return found
+
+
+def check_launch(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, f"torchrun exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A parity run (trained, then evaluated) and a resumable run with a mid-epoch checkpoint."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    check_launch(launch(tmp, [{**PARITY, "out": str(tmp / "parity")}, {**RESUMABLE, "out": str(tmp / "full")}]))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def second_launch(first_launch: Path) -> Path:
+    """New processes: resume the resumable run from checkpoint-3; then a run one rank sends SIGTERM to."""
+    tmp = first_launch
+    resume = {**RESUMABLE, "out": str(tmp / "resumed"), "resume": str(tmp / "full" / "checkpoint-3")}
+    signalled = {"out": str(tmp / "signalled"), "sigterm_rank": 1, "sigterm_step": 2}
+    check_launch(launch(tmp, [resume, signalled]))
+    return tmp
+
+
+def one_process_reference(out: Path, **changes: Any) -> Any:
+    """The same run in this process, with the global batch (2 x 4) on one process."""
+    config = {**DEFAULTS, **changes, "out": str(out), "use_cpu": True}
+    trainer = build_trainer(config, batch=2 * config["batch"])
+    assert trainer.args.world_size == 1
+    trainer.train()
+    return trainer
+
+
+def test_two_processes_train_like_one_process_on_the_global_batch(first_launch: Path, tmp_path: Path) -> None:
+    ranks = results(first_launch / "parity")
+    reference = one_process_reference(tmp_path, **PARITY)
+    params = load_file(str(first_launch / "parity" / "params.safetensors"))
+    expected = {name: p.detach() for name, p in reference.model.named_parameters()}
+    assert params.keys() == expected.keys()
+    worst = max(float((params[name] - expected[name]).abs().max()) for name in expected)
+    assert worst < 1e-6, f"parameters differ from the one-process run by {worst}"
+    moved = max(float((expected[n] - p).abs().max()) for n, p in one_process_reference_init().items())
+    assert moved > 1e-2  # the runs really trained
+    # the logged training loss is the mean over both processes, as on one process
+    losses = [[e["loss"] for e in r["log_history"] if "loss" in e] for r in ranks]
+    reference_losses = [e["loss"] for e in reference.state.log_history if "loss" in e]
+    assert len(losses[0]) == len(reference_losses) == 6
+    assert losses[0] == losses[1]
+    assert losses[0] == pytest.approx(reference_losses, abs=1e-6)
+
+
+def one_process_reference_init() -> dict[str, torch.Tensor]:
+    config = {**DEFAULTS, "out": "unused", "use_cpu": True}
+    torch.manual_seed(config["seed"])
+    from tests.helpers import TinyRegressor
+
+    return {name: p.detach() for name, p in TinyRegressor(dropout=0.0).named_parameters()}
+
+
+def test_evaluation_metrics_equal_one_process(first_launch: Path, tmp_path: Path) -> None:
+    ranks = results(first_launch / "parity")
+    config = {**DEFAULTS, **PARITY}
+    reference = one_process_reference(tmp_path, **PARITY)
+    expected = reference.evaluate(eval_datasets(config))
+    assert expected["eval_uneven_samples"] == config["eval_rows"] == 10
+    for result in ranks:
+        metrics = result["metrics"]
+        for name in ("uneven", "even"):
+            # no sample counted twice by the padding of the processes' short last batches
+            assert metrics[f"eval_{name}_samples"] == expected[f"eval_{name}_samples"]
+            assert metrics[f"eval_{name}_accuracy"] == expected[f"eval_{name}_accuracy"]
+            assert metrics[f"eval_{name}_logit_sum"] == pytest.approx(expected[f"eval_{name}_logit_sum"], abs=1e-5)
+        # eval_loss is a mean of per-batch losses (HF): equal when every batch is full; with a short,
+        # padded last batch it is weighted by batch, so it depends on how the batches fall (see docs)
+        assert metrics["eval_even_loss"] == pytest.approx(expected["eval_even_loss"], abs=1e-6)
+
+
+def test_events_fire_on_every_rank(first_launch: Path) -> None:
+    ranks = results(first_launch / "full")
+    for result in ranks:
+        assert result["ended"] == "trained"
+        assert result["events"] == ["on_train_begin", "on_save:3", "on_save:6", "on_train_end"]
+        assert result["step_ends"] == [1, 2, 3, 4, 5, 6]
+    assert [r["is_world_process_zero"] for r in ranks] == [True, False]
+
+
+def test_checkpoint_written_once_with_every_rank_rng(first_launch: Path) -> None:
+    out = first_launch / "full"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-3", "checkpoint-6"]
+    checkpoint = out / "checkpoint-3"
+    manifest = verify_checkpoint(checkpoint)
+    assert manifest["metadata"]["world_size"] == 2
+    names = set(manifest["files"])
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors", "model.safetensors"} <= names
+    assert "rng_state.safetensors" not in names
+    rng = [load_file(str(checkpoint / f"rng_state_{rank}.safetensors")) for rank in (0, 1)]
+    assert rng[0].keys() == rng[1].keys()
+    assert any(not torch.equal(rng[0][key], rng[1][key]) for key in rng[0])  # each rank's own stream
+
+
+def test_resume_mid_epoch_in_two_processes_is_bit_exact(second_launch: Path) -> None:
+    ranks = results(second_launch / "resumed")
+    assert all(r["ended"] == "trained" and r["global_step"] == 6 for r in ranks)
+    assert ranks[0]["step_ends"] == [4, 5, 6]
+    resumed = load_file(str(second_launch / "resumed" / "params.safetensors"))
+    full = load_file(str(second_launch / "full" / "params.safetensors"))
+    for name, tensor in full.items():
+        assert torch.equal(resumed[name], tensor), name
+    full_log = json.loads((second_launch / "full" / "result_0.json").read_text(encoding="utf-8"))["log_history"]
+    # the history of steps 1-3 comes back from the checkpoint; steps 4-6 are logged again, identically
+    assert [e for e in ranks[0]["log_history"] if "loss" in e] == [e for e in full_log if "loss" in e]
+
+
+def test_sigterm_to_one_rank_stops_both_at_one_step_with_one_checkpoint(second_launch: Path) -> None:
+    out = second_launch / "signalled"
+    ranks = results(out)
+    for result in ranks:
+        assert result["ended"] == "preempted", result
+        assert result["signal"] == "SIGTERM"
+        assert result["global_step"] == 2
+        assert result["step_ends"] == [1, 2]
+        assert Path(result["checkpoint"]) == out / "checkpoint-2"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-2"]
+    names = set(verify_checkpoint(out / "checkpoint-2")["files"])
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors"} <= names
+
+
+def test_resuming_with_another_number_of_processes_is_refused(first_launch: Path, tmp_path: Path) -> None:
+    config = {**DEFAULTS, **RESUMABLE, "out": str(tmp_path), "use_cpu": True}
+    trainer = build_trainer(config, batch=config["batch"])
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    with pytest.raises(ResumeError, match=r"written by a run of 2 process\(es\) and this run has 1"):
+        trainer.train(resume_from_checkpoint=str(first_launch / "full" / "checkpoint-3"))
+    assert all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+
+
+def test_a_launched_process_that_cannot_join_fails_clearly(tmp_path: Path) -> None:
+    code = "from statetrain import TrainingArguments; TrainingArguments('unused').world_size"
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("MASTER_ADDR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "started by a launcher as rank 0 of 2" in done.stderr
+    assert "MASTER_ADDR" in done.stderr
