@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    DistributedType,
+    GradientAccumulationPlugin,
+)
+
+from statetrain.engine.distributed import configure_process_logging
+from statetrain.engine.scaling import build_deepspeed_plugin, build_fsdp_plugin, ddp_kwargs
 
 
 def _accelerator_config(args: Any) -> dict[str, Any]:
@@ -20,10 +29,13 @@ def _accelerator_config(args: Any) -> dict[str, Any]:
 
 
 def build_accelerator(args: Any) -> Accelerator:
-    """Mixed precision, CPU choice and HF's dataloader settings (seedable sampler, data_seed).
+    """Mixed precision, CPU choice, HF's dataloader settings (seedable sampler, data_seed) and plugins.
 
-    Gradient accumulation stays with the engine (accelerate's is set to one step), as in HF.
+    Gradient accumulation stays with the engine (accelerate's is set to one step), as in HF. FSDP,
+    DeepSpeed and DDP options come from the arguments (see ``scaling``); accelerate turns FSDP on
+    only for several GPU-like processes, and a run where it did not is warned about.
     """
+    configure_process_logging(args)
     config = _accelerator_config(args)
     dataloader_config = DataLoaderConfiguration(
         split_batches=config.get("split_batches", False),
@@ -34,9 +46,26 @@ def build_accelerator(args: Any) -> Accelerator:
         non_blocking=config.get("non_blocking", False),
     )
     mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
-    return Accelerator(
+    fsdp_plugin = build_fsdp_plugin(args)
+    extra: dict[str, Any] = {}
+    if getattr(args, "parallelism_config", None) is not None:
+        extra["parallelism_config"] = args.parallelism_config  # accelerate checks it, as in HF
+    accelerator = Accelerator(
         mixed_precision=mixed_precision,
         cpu=bool(getattr(args, "runs_on_cpu", args.use_cpu)),
         dataloader_config=dataloader_config,
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
+        fsdp_plugin=fsdp_plugin,
+        deepspeed_plugin=build_deepspeed_plugin(args),
+        kwargs_handlers=[DistributedDataParallelKwargs(**ddp_kwargs(args))],
+        **extra,
     )
+    if fsdp_plugin is not None and accelerator.distributed_type != DistributedType.FSDP:
+        warnings.warn(
+            f"TrainingArguments.fsdp is set, but accelerate enables FSDP only for several GPU-like processes; "
+            f"this run is {accelerator.distributed_type.value} with {accelerator.num_processes} process(es), so "
+            "the model is not sharded",
+            UserWarning,
+            stacklevel=3,
+        )
+    return accelerator

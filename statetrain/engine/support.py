@@ -76,6 +76,7 @@ IMPLEMENTED = frozenset(
         "load_best_model_at_end",
         "restore_callback_states_from_checkpoint",
         "ignore_data_skip",
+        "resume_allow_changed",
         "report_to",
         "eval_strategy",
         "evaluation_strategy",
@@ -92,6 +93,19 @@ IMPLEMENTED = frozenset(
         "bf16_full_eval",
         "metric_for_best_model",
         "greater_is_better",
+        # distribution (statetrain.engine.scaling, statetrain.engine.distributed)
+        "fsdp",
+        "fsdp_config",
+        "deepspeed",
+        "ddp_find_unused_parameters",
+        "ddp_bucket_cap_mb",
+        "ddp_broadcast_buffers",
+        "ddp_static_graph",
+        "ddp_backend",
+        "ddp_timeout",
+        "parallelism_config",
+        "log_level",
+        "log_level_replica",
     ]
 )
 
@@ -101,8 +115,6 @@ INERT = frozenset(
     [
         "run_name",
         "resume_from_checkpoint",
-        "log_level",
-        "log_level_replica",
         "log_on_each_node",
         "logging_dir",
         "project",
@@ -116,11 +128,6 @@ INERT = frozenset(
         "overwrite_output_dir",
         "skip_memory_metrics",
         "local_rank",
-        "ddp_backend",
-        "ddp_timeout",
-        "ddp_find_unused_parameters",
-        "ddp_bucket_cap_mb",
-        "ddp_broadcast_buffers",
         "hub_model_id",
         "hub_strategy",
         "hub_token",
@@ -132,8 +139,6 @@ INERT = frozenset(
         "place_model_on_device",
         "optim_target_modules",
         "liger_kernel_config",
-        "fsdp_config",
-        "parallelism_config",
         "tf32",
     ]
 )
@@ -141,8 +146,6 @@ INERT = frozenset(
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
     "enable_jit_checkpoint": "checkpoints",
-    "fsdp": "FSDP through accelerate",
-    "deepspeed": "DeepSpeed through accelerate",
     "use_liger_kernel": "Liger kernels",
     "debug": "debug modes",
 }

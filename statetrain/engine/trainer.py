@@ -61,6 +61,7 @@ from statetrain.engine.plan import plan_training
 from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
 from statetrain.engine.run import Run
 from statetrain.engine.samplers import build_train_sampler
+from statetrain.engine.scaling import configure_ddp
 from statetrain.engine.schedulers import get_scheduler
 from statetrain.engine.support import check_supported_arguments
 from statetrain.engine.training_args import TrainingArguments
@@ -478,6 +479,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         if isinstance(self.optimizer, AcceleratedOptimizer):
             self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
         self.create_optimizer()
+        configure_ddp(self.accelerator, self.args, self.model)  # HF's ddp_* options, which depend on the model
         model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
         model = compile_model(model, self.args)  # last, on the prepared model, as accelerate does
         self.optimizer = optimizer
