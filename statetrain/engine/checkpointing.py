@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "model.safetensors"
 ARGS_NAME = "training_args.json"
+CHECKPOINTABLE_PREFIX = "extra-"
+"""File stem prefix of the objects custom states register (``extra-<name>.json/.safetensors``)."""
 
 
 class ResumeError(ValueError):
@@ -105,14 +107,22 @@ class CheckpointMixin:
         save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target)
         (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
 
-    def checkpoint_metadata(self) -> dict[str, Any]:
-        """What a resume must match (or knowingly override), recorded in the manifest."""
+    def checkpoint_metadata(self, run: Run | None = None) -> dict[str, Any]:
+        """What a resume must match (or knowingly override), recorded in the manifest.
+
+        The dataset length is the one the run started with: a dataset a custom state switched to
+        mid-run (a curriculum) is the run's own doing, not a change a resume must refuse.
+        """
+        if run is not None:
+            dataset_length = run.dataset_length
+        else:
+            dataset_length = len(self.train_dataset) if has_length(self.train_dataset) else None
         return {
             "global_step": self.state.global_step,
             "world_size": self.args.world_size,
             "per_device_train_batch_size": self._train_batch_size,
             "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
-            "dataset_length": len(self.train_dataset) if has_length(self.train_dataset) else None,
+            "dataset_length": dataset_length,
             "seed": self.args.seed,
             "save_only_model": bool(self.args.save_only_model),
         }
@@ -143,13 +153,15 @@ class CheckpointMixin:
                 if self.accelerator.scaler is not None:
                     save_tree(self.accelerator.scaler.state_dict(), folder, "scaler")
                 write_rng_files(folder, args, rng_states)
+                for key, obj in run.checkpointables.items():
+                    save_tree(obj.state_dict(), folder, f"{CHECKPOINTABLE_PREFIX}{key}")
             state.save_to_json(folder / TRAINER_STATE_NAME)
             (folder / ENGINE_STATE_NAME).write_text(engine_json, encoding="utf-8")
             (folder / ARGS_NAME).write_text(args.to_json_string(), encoding="utf-8")
 
         protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
         # written once; with several processes every rank waits until the checkpoint is committed
-        return commit_checkpoint(args, output_dir, name, write_files, self.checkpoint_metadata(), protected)
+        return commit_checkpoint(args, output_dir, name, write_files, self.checkpoint_metadata(run), protected)
 
     # --- resuming -----------------------------------------------------------------------------
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
@@ -244,6 +256,19 @@ class CheckpointMixin:
         run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(load_tree(path, "scaler"))
+
+    def load_checkpointables(self, path: Path, run: Run) -> None:
+        """Restore what custom states registered; a checkpoint without one of them is refused by name."""
+        for key, obj in run.checkpointables.items():
+            stem = f"{CHECKPOINTABLE_PREFIX}{key}"
+            try:
+                tree = load_tree(path, stem, map_location=self.args.device)
+            except FileNotFoundError as exc:
+                raise ResumeError(
+                    f"{path} holds no state for checkpointable {key!r} ({type(obj).__name__}), which a state "
+                    f"of this machine registered: was the checkpoint written by a different machine? ({exc})"
+                ) from exc
+            obj.load_state_dict(tree)
 
     def load_rng(self, path: Path) -> dict[str, Any]:
         return load_rng_state(path, rank=self.args.process_index if self.args.world_size > 1 else None)

@@ -141,3 +141,5 @@ class EngineState(_JsonModel):
     total_loss_scalar: float = 0.0
     """Sum of every logged step loss, for ``train_loss``."""
     globalstep_last_logged: int = 0
+    custom: dict[str, Any] = Field(default_factory=dict)
+    """JSON state of custom states, one entry per state name (a curriculum's stage, a task cursor)."""

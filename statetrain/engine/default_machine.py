@@ -57,6 +57,15 @@ def resume_transitions(source: str) -> list[Transition]:
     ]
 
 
+def start_transitions(source: str) -> list[Transition]:
+    """Before the first epoch (an evaluation on start, or work a custom state inserted there), go on
+    to the first epoch, or to done when there is none."""
+    return [
+        Transition(source, "start", "epoch", (AT_START, EPOCHS_REMAIN)),
+        Transition(source, "skip_training", "done", (AT_START,)),
+    ]
+
+
 def default_transitions() -> list[Transition]:
     """The HF flow; order within a source is priority order."""
     return [
@@ -80,10 +89,10 @@ def default_transitions() -> list[Transition]:
         Transition("log", "evaluate", "evaluate", (SHOULD_EVALUATE,)),
         Transition("log", "save", "save", (SHOULD_SAVE,)),
         *resume_transitions("log"),
-        Transition("evaluate", "start", "epoch", (AT_START, EPOCHS_REMAIN)),
-        Transition("evaluate", "skip_training", "done", (AT_START,)),
+        *start_transitions("evaluate"),
         Transition("evaluate", "save", "save", (SHOULD_SAVE,)),
         *resume_transitions("evaluate"),
+        *start_transitions("save"),
         *resume_transitions("save"),
         Transition("epoch_end", "log", "log", (SHOULD_LOG,)),
         Transition("epoch_end", "evaluate", "evaluate", (SHOULD_EVALUATE,)),

@@ -17,9 +17,24 @@ def plan_training(
     train_batch_size: int,
     num_examples: Callable[[Any], int],
 ) -> TrainingPlan:
-    """``max_steps`` wins over epochs; data without a length needs ``max_steps``."""
+    """``max_steps`` wins over epochs; data without a length needs ``max_steps``.
+
+    Without a loader (a machine that reads no training data, e.g. evaluation only) there are no
+    epochs, and ``max_steps`` is whatever the arguments say (0 when unset).
+    """
     accumulation = args.gradient_accumulation_steps
     total_batch = train_batch_size * accumulation * args.world_size
+    if dataloader is None:
+        return TrainingPlan(
+            num_train_epochs=0,
+            num_update_steps_per_epoch=0,
+            steps_in_epoch=0,
+            max_steps=max(int(args.max_steps), 0),
+            num_examples=0,
+            num_train_samples=0,
+            total_train_batch_size=total_batch,
+            gradient_accumulation_steps=accumulation,
+        )
     length = len(dataloader) if has_length(dataloader) else None
     max_steps = args.max_steps
     if length is not None:

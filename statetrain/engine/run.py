@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     from statetrain.engine.trainer import Trainer
 
 
+def len_or_none(dataset: Any) -> int | None:
+    """``len(dataset)``, or ``None`` for data without a length (an iterable dataset, no dataset)."""
+    try:
+        return len(dataset)
+    except (TypeError, AttributeError, NotImplementedError):
+        return None
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """How long the run is, fixed before the first step (HF ``set_initial_training_values``)."""
@@ -91,6 +99,33 @@ class Run:
         self.preemption = PreemptionRequest(coordinated=trainer.accelerator.num_processes > 1)
         self.preempted_checkpoint: Path | None = None
         self.last_saved_step = -1
+        # objects with state_dict()/load_state_dict() that custom states want in every checkpoint
+        self.checkpointables: dict[str, Any] = {}
+        self.dataset_length = len_or_none(trainer.train_dataset)
+        """Length of the dataset this ``train()`` call started with (what a resume must match)."""
+
+    def custom_state(self, name: str) -> dict[str, Any]:
+        """The persisted JSON dict of custom state ``name`` (created empty on first use).
+
+        Values must be JSON (numbers, strings, lists, dicts); they are written with every
+        checkpoint and come back on resume before any state runs.
+        """
+        return self.engine.custom.setdefault(name, {})
+
+    def register_checkpointable(self, name: str, obj: Any) -> None:
+        """Save ``obj.state_dict()`` with every checkpoint and restore it through ``load_state_dict`` on resume.
+
+        For what custom states add: a second optimizer and its schedule, a metric accumulator. The
+        state dict is written pickle-free (tensors in safetensors, the rest JSON).
+        """
+        if not name.isidentifier():
+            raise ValueError(f"checkpointable name {name!r} must be a Python identifier")
+        if name in self.checkpointables and self.checkpointables[name] is not obj:
+            raise ValueError(f"a checkpointable named {name!r} is already registered")
+        for method in ("state_dict", "load_state_dict"):
+            if not callable(getattr(obj, method, None)):
+                raise TypeError(f"checkpointable {name!r} ({type(obj).__name__}) has no {method}() method")
+        self.checkpointables[name] = obj
 
     @property
     def control(self) -> TrainerControl:

@@ -59,7 +59,8 @@ from statetrain.engine.optim import decay_parameter_names, grouped_parameters
 from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
 from statetrain.engine.plan import plan_training
 from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
-from statetrain.engine.run import Run
+from statetrain.engine.rng import restore_rng_state
+from statetrain.engine.run import Run, TrainingPlan
 from statetrain.engine.samplers import build_train_sampler
 from statetrain.engine.scaling import configure_ddp
 from statetrain.engine.schedulers import get_scheduler
@@ -434,7 +435,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
 
         def attempt() -> Run:
             """One run at ``self._train_batch_size``; ``auto_find_batch_size`` repeats it smaller on OOM."""
-            train_dataloader = self.get_train_dataloader()
+            train_dataloader = self._train_dataloader_for_machine()
             plan = plan_training(args, train_dataloader, self._train_batch_size, self.num_examples)
             self.state = TrainerState(train_batch_size=self._train_batch_size)
             self.state.compute_steps(args, plan.max_steps)
@@ -454,9 +455,15 @@ class Trainer(EvaluationMixin, CheckpointMixin):
                     engine.batches_in_epoch = 0
                 run.pending_rng = self.load_rng(checkpoint)
             self._prepare_run(run, train_dataloader)
+            for machine_state in self.machine.states.values():
+                machine_state.setup(run)
             if checkpoint is not None:
                 self.load_optimizer_and_schedule(checkpoint, run)
+                self.load_checkpointables(checkpoint, run)
             self._run = run
+            if run.pending_rng is not None and train_dataloader is None:
+                restore_rng_state(run.pending_rng)  # no epoch state will: restore before the first state
+                run.pending_rng = None
             with preemption_handlers(run.preemption):
                 drive(self.machine, run)
             return run
@@ -470,6 +477,23 @@ class Trainer(EvaluationMixin, CheckpointMixin):
             raise TrainingPreempted(run.preemption.signal_name, run.preempted_checkpoint, self.state.global_step)
         assert isinstance(run.output, TrainOutput)
         return run.output
+
+    @property
+    def plan(self) -> TrainingPlan | None:
+        """The current (or last) ``train()`` call's plan: epochs, windows, steps; ``None`` before one."""
+        run = getattr(self, "_run", None)
+        return run.plan if run is not None else None
+
+    def _train_dataloader_for_machine(self) -> DataLoader[Any] | None:
+        """The training loader, or ``None`` for a machine none of whose states reads training data."""
+        if self.train_dataset is None and not any(s.needs_train_data for s in self.machine.states.values()):
+            return None
+        if self.train_dataset is None:
+            readers = sorted(n for n, s in self.machine.states.items() if s.needs_train_data)
+            raise ValueError(
+                f"Trainer: training requires a train_dataset (the machine's states {readers} read training data)."
+            )
+        return self.get_train_dataloader()
 
     def _prepare_run(self, run: Run, train_dataloader: Any) -> None:
         """Optimizer, ``accelerator.prepare``, schedule; then the fast paths the configuration allows."""

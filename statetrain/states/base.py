@@ -23,6 +23,18 @@ class State(ABC):
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     fires: ClassVar[tuple[Event, ...]] = ()
+    needs_train_data: ClassVar[bool] = False
+    """Whether the state reads the training data; a machine with none runs without a train_dataset."""
+
+    def setup(self, run: Run) -> None:
+        """Build what this state needs beyond the default machinery, once per ``train()`` call.
+
+        Called after the model, optimizer, schedule and data are prepared and before a checkpoint's
+        state is loaded into them. A state that owns tensor state (a second optimizer, its schedule)
+        registers it here with :meth:`Run.register_checkpointable` so checkpoints save and restore
+        it; small JSON state belongs in ``run.custom_state(self.name)``, which is persisted too.
+        """
+        return None
 
     @abstractmethod
     def run(self, run: Run) -> None:

@@ -27,6 +27,7 @@ class EpochState(State):
     """Moves the context to the next epoch (or the first), fires ``on_epoch_begin``, builds the iterator."""
 
     name = "epoch"
+    needs_train_data = True
     reads = ("engine.epoch_ended", "engine.batches_in_epoch", "train_dataloader")
     writes = ("starting", "engine.epoch_index", "epoch_iterator", "update_step", "grad_norm", "learning_rate")
     fires = (Event.ON_EPOCH_BEGIN,)

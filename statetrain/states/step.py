@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from statetrain.engine.rng import restore_rng_state
 from statetrain.events.event import Event
@@ -16,9 +16,14 @@ class StepState(State):
     """Windows never span epochs: the last one of an epoch holds the remainder of micro-batches."""
 
     name = "step"
+    needs_train_data = True
     reads = ("update_step", "epoch_iterator", "plan")
     writes = ("window", "window_pos", "num_items_in_batch")
     fires = (Event.ON_STEP_BEGIN,)
+
+    def fetch_window(self, run: Run, size: int) -> tuple[list[Any], Any]:
+        """Up to ``size`` micro-batches and their item count; a subclass may draw them from elsewhere."""
+        return run.trainer.get_batch_samples(run.epoch_iterator, size, run.device)
 
     def run(self, run: Run) -> None:
         plan = run.plan
@@ -27,7 +32,7 @@ class StepState(State):
         if run.update_step == plan.num_update_steps_per_epoch - 1:
             size = plan.steps_in_epoch % accumulation or accumulation
         trainer = run.trainer
-        run.window, run.num_items_in_batch = trainer.get_batch_samples(run.epoch_iterator, size, run.device)
+        run.window, run.num_items_in_batch = self.fetch_window(run, size)
         run.window_pos = 0
         if run.pending_rng is not None:
             # mid-epoch resume: the skipped iterator is built; now the RNG continues where it stopped

@@ -19,6 +19,7 @@ from statetrain.testing.grammar import (
     hf_events_only,
 )
 from statetrain.testing.oracles import Evaluation, RunRecorder, check_epoch_coverage, early_stopping_reference
+from statetrain.testing.resume_check import ResumeComparison, assert_resumes_bit_exactly, compare_trainers
 from statetrain.testing.tiny import RowStream, TinyClassifier, tiny_rows
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ __all__ = [
     "GrammarError",
     "HarnessFailure",
     "LoopHarness",
+    "ResumeComparison",
     "RowStream",
     "RunRecorder",
     "ScriptedMetric",
@@ -59,9 +61,11 @@ __all__ = [
     "TinyClassifier",
     "TraceRecorder",
     "TrainingConfig",
+    "assert_resumes_bit_exactly",
     "check_epoch_coverage",
     "check_state_nesting",
     "check_trace",
+    "compare_trainers",
     "control_flag_schedules",
     "early_stopping_reference",
     "harness_settings",

@@ -241,6 +241,8 @@ class _RunValues:
     parser: _TraceParser
     steps_in_epoch: int | None
     gradient_accumulation_steps: int | None
+    first_epoch_index: int | None = None
+    last_logged_step: int | None = None
     step: int = 0
     epoch: float = 0.0
     last_logged: int = 0
@@ -264,6 +266,12 @@ class _RunValues:
         if entry.global_step < 0 or entry.epoch < 0:
             self.fail(pos, "global_step and epoch must be >= 0 at on_train_begin")
         self.step, self.epoch, self.last_logged = entry.global_step, entry.epoch, entry.global_step
+        if self.last_logged_step is not None:
+            if self.last_logged_step > entry.global_step:
+                self.fail(
+                    pos, f"last_logged_step {self.last_logged_step} lies after the run's start step {entry.global_step}"
+                )
+            self.last_logged = self.last_logged_step
 
     def unchanged(self, pos: int, entry: TraceEntry) -> None:
         """Every event but on_train_begin and on_step_end leaves global_step and epoch as they were."""
@@ -284,7 +292,15 @@ class _RunValues:
     def epoch_begin(self, pos: int, entry: TraceEntry) -> None:
         self.unchanged(pos, entry)
         self.epoch_number += 1
-        if self.epoch_number == 0:
+        if self.epoch_number == 0 and self.first_epoch_index is not None:
+            # resumed: the checkpoint knows the epoch's index; the epoch value may be below it (an
+            # epoch that ended early) or at its end (every micro-batch done, the epoch end not yet)
+            first = self.first_epoch_index
+            self.epoch_index = first
+            if entry.epoch > first + 1 + _EPS:
+                self.fail(pos, f"first_epoch_index {first} lies before epoch {entry.epoch!r}")
+            self.base = float(first) if entry.epoch < first - _EPS else entry.epoch
+        elif self.epoch_number == 0:
             self.epoch_index = math.floor(entry.epoch + _EPS)
             self.base = entry.epoch
         else:
@@ -405,11 +421,13 @@ class _TraceParser:
         trace: Sequence[TraceEntry],
         steps_in_epoch: int | None,
         gradient_accumulation_steps: int | None,
+        first_run_hints: Mapping[str, int | None] | None = None,
     ) -> None:
         self.trace = trace
         self.pos = 0
         self.steps_in_epoch = steps_in_epoch
         self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.first_run_hints = dict(first_run_hints or {})
         self.where: list[str] = []  # "run 1", "epoch 0", "window 3": for the messages
         self.values = _RunValues(self, steps_in_epoch, gradient_accumulation_steps)
 
@@ -472,7 +490,14 @@ class _TraceParser:
 
     def run(self, number: int) -> None:
         """run = on_train_begin { epoch } summary"""
-        self.values = _RunValues(self, self.steps_in_epoch, self.gradient_accumulation_steps)
+        hints = self.first_run_hints if number == 1 else {}
+        self.values = _RunValues(
+            self,
+            self.steps_in_epoch,
+            self.gradient_accumulation_steps,
+            first_epoch_index=hints.get("first_epoch_index"),
+            last_logged_step=hints.get("last_logged_step"),
+        )
         self.where = [f"run {number}"]
         pos, entry = self.take("on_train_begin", what="start of a train() call")
         self.values.begin(pos, entry)
@@ -577,6 +602,8 @@ def check_trace(
     *,
     steps_in_epoch: int | None = None,
     gradient_accumulation_steps: int | None = None,
+    first_epoch_index: int | None = None,
+    last_logged_step: int | None = None,
 ) -> None:
     """Raise :class:`GrammarError` unless ``trace`` is a legal HF training-event trace.
 
@@ -584,6 +611,14 @@ def check_trace(
     :class:`~statetrain.Event`). ``steps_in_epoch`` (micro-batches per epoch) and
     ``gradient_accumulation_steps``, when known, make the epoch and window-size rules exact
     instead of inferred from the trace itself.
+
+    Two facts of a resumed first run that its trace cannot show: ``first_epoch_index``, the
+    index of its first epoch (``epoch_index + epoch_ended`` of the checkpoint's engine state;
+    the epoch value alone is ambiguous after an epoch that ended early and at an epoch's last
+    step saved before its epoch end), and
+    ``last_logged_step``, the step of the last training log before the checkpoint (the run may
+    log at once when steps were taken after it). Both come from the checkpoint
+    (``engine_state.json``: ``epoch_index``/``epoch_ended`` and ``globalstep_last_logged``).
     """
     entries = _normalize(trace)
     limits = (
@@ -593,7 +628,8 @@ def check_trace(
     for label, value in limits:
         if value is not None and value < 1:
             raise ValueError(f"{label} must be >= 1, got {value}")
-    _TraceParser(entries, steps_in_epoch, gradient_accumulation_steps).parse()
+    hints = {"first_epoch_index": first_epoch_index, "last_logged_step": last_logged_step}
+    _TraceParser(entries, steps_in_epoch, gradient_accumulation_steps, hints).parse()
 
 
 def hf_events_only(trace: Iterable[Any]) -> list[TraceEntry]:

@@ -597,7 +597,7 @@ class LoopHarness(RuleBasedStateMachine):
 
     def _check_trace(self, where: str, live: _Live) -> None:
         trainer = live.trainer
-        plan = getattr(getattr(trainer, "_run", None), "plan", None)
+        plan = trainer.plan
         steps_in_epoch = getattr(plan, "steps_in_epoch", None)
         trace = live.recorder.trace
         try:
