@@ -479,6 +479,12 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         return run.output
 
     @property
+    def run_context(self) -> Run | None:
+        """The current (or last) ``train()`` call's run context: what the states read and wrote
+        (``custom_state``, ``checkpointables``, the live optimizer and schedule); ``None`` before one."""
+        return getattr(self, "_run", None)
+
+    @property
     def plan(self) -> TrainingPlan | None:
         """The current (or last) ``train()`` call's plan: epochs, windows, steps; ``None`` before one."""
         run = getattr(self, "_run", None)

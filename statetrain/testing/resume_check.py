@@ -55,7 +55,9 @@ def _diff(a: Any, b: Any, where: str, out: list[str]) -> None:
 
 
 def _state_of(trainer: Trainer) -> dict[str, Any]:
-    run = trainer._run
+    run = trainer.run_context
+    if run is None:
+        raise ValueError("compare_trainers needs trainers that have trained")
     model = trainer.accelerator.unwrap_model(trainer.model)
     optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
     state = trainer.state

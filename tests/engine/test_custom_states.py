@@ -76,12 +76,12 @@ def make(output_dir: Path, machine: MachineSpec, max_steps: int = 6, save_strate
 def test_checkpointables_and_custom_state_are_saved_and_restored(tmp_path: Path) -> None:
     full = make(tmp_path / "full", tally_machine())
     full.train()
-    assert torch.equal(full._run.checkpointables["tally"].total, 6 * torch.arange(3.0))
-    assert full._run.engine.custom["tally"] == {"steps_seen": 6}
+    assert torch.equal(full.run_context.checkpointables["tally"].total, 6 * torch.arange(3.0))
+    assert full.run_context.engine.custom["tally"] == {"steps_seen": 6}
     resumed = make(tmp_path / "resumed", tally_machine())
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
-    assert torch.equal(resumed._run.checkpointables["tally"].total, 6 * torch.arange(3.0))
-    assert resumed._run.engine.custom["tally"] == {"steps_seen": 6}
+    assert torch.equal(resumed.run_context.checkpointables["tally"].total, 6 * torch.arange(3.0))
+    assert resumed.run_context.engine.custom["tally"] == {"steps_seen": 6}
 
 
 def test_resume_names_a_registered_object_the_checkpoint_lacks(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_a_machine_that_reads_no_training_data_needs_no_train_dataset(tmp_path: 
     trainer.train_dataset = None
     output = trainer.train()
     assert output.global_step == 0
-    assert trainer._run.engine.custom["ping"] == {"pinged": True}
+    assert trainer.run_context.engine.custom["ping"] == {"pinged": True}
     assert trainer.plan is not None and trainer.plan.num_train_epochs == 0
 
 

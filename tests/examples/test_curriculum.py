@@ -66,7 +66,7 @@ def test_each_epoch_trains_on_its_stage_and_the_last_stage_repeats(tmp_path: Pat
     log = log_of(trainer)
     assert log.epochs == [0, 1, 2, 2]
     assert log.batches == [stage for stage in (0, 1, 2, 2) for _ in range(5)]  # 5 micro-batches per epoch
-    assert trainer._run.engine.custom["curriculum"] == {"stage": 2}
+    assert trainer.run_context.engine.custom["curriculum"] == {"stage": 2}
     assert trainer.state.global_step == 4 * 3
 
 

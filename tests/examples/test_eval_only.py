@@ -55,7 +55,7 @@ def test_the_sweep_evaluates_each_dataset_once_and_changes_nothing(tmp_path: Pat
     assert output.global_step == 0
     assert log_of(trainer).evaluated == list(NAMES)
     assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
-    results = sweep_results(trainer._run)
+    results = sweep_results(trainer.run_context)
     assert list(results) == list(NAMES)
     for name in NAMES:  # the sweep's numbers are exactly Trainer.evaluate's
         direct = trainer.evaluate(eval_dataset=trainer.eval_dataset[name], metric_key_prefix=f"eval_{name}")
@@ -75,7 +75,7 @@ def test_a_resumed_sweep_evaluates_only_what_is_left(tmp_path: Path) -> None:
     assert log_of(resumed).evaluated == ["medium", "hard"]
     uninterrupted = make_trainer(str(tmp_path / "full"), save=False)
     uninterrupted.train()
-    assert sweep_results(resumed._run) == sweep_results(uninterrupted._run)
+    assert sweep_results(resumed.run_context) == sweep_results(uninterrupted.run_context)
 
 
 class StopAfterFirst(TrainerCallback):

@@ -50,7 +50,7 @@ def test_both_optimizers_step_once_per_round_and_the_generator_learns(tmp_path: 
     torch.manual_seed(1)
     start_gap = (gan.sample(512).mean(0) - MEAN).abs().mean().item()
     trainer.train()
-    run = trainer._run
+    run = trainer.run_context
     steps = trainer.state.global_step
     assert steps == 8 * 6  # 96 rows / 16 per batch, 8 epochs: one step per generator+discriminator round
     d_optimizer = run.checkpointables["discriminator_optimizer"]

@@ -44,17 +44,17 @@ def make_trainer(
 def test_the_rate_found_is_the_best_rate_over_the_divisor_and_it_is_used(tmp_path: Path) -> None:
     trainer = make_trainer(str(tmp_path / "test"))
     trainer.train()
-    memo = trainer._run.engine.custom["lr_range_test"]
+    memo = trainer.run_context.engine.custom["lr_range_test"]
     rates, losses = memo["rates"], memo["losses"]
     assert 2 <= len(rates) <= 20 and rates == sorted(rates)
     assert memo["found_lr"] == rates[losses.index(min(losses))] / 10
-    assert trainer._run.lr_scheduler.base_lrs == [memo["found_lr"]] * 2
+    assert trainer.run_context.lr_scheduler.base_lrs == [memo["found_lr"]] * 2
 
 
 def test_training_after_the_test_equals_training_from_scratch_at_the_rate_found(tmp_path: Path) -> None:
     with_test = make_trainer(str(tmp_path / "test"))
     with_test.train()
-    found = with_test._run.engine.custom["lr_range_test"]["found_lr"]
+    found = with_test.run_context.engine.custom["lr_range_test"]["found_lr"]
     assert found != 1e-3
     plain = make_trainer(str(tmp_path / "plain"), learning_rate=found, range_test=False)
     plain.train()
@@ -86,9 +86,9 @@ def test_resume_never_repeats_the_test_and_is_bit_exact(tmp_path: Path, cut: int
     CountedRangeTest.sweeps = 0
     result = assert_resumes_bit_exactly(make, cut, tmp_path)
     assert CountedRangeTest.sweeps == 1  # the uninterrupted run's; the resumed run read the result back
-    assert (
-        result.resumed._run.engine.custom["lr_range_test"] == result.uninterrupted._run.engine.custom["lr_range_test"]
-    )
+    resumed, uninterrupted = result.resumed.run_context, result.uninterrupted.run_context
+    assert resumed is not None and uninterrupted is not None
+    assert resumed.engine.custom["lr_range_test"] == uninterrupted.engine.custom["lr_range_test"]
 
 
 def test_bad_sweep_bounds_are_refused_by_name() -> None:

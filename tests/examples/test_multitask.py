@@ -54,7 +54,7 @@ def test_tasks_alternate_per_step_and_each_pass_covers_its_task(tmp_path: Path) 
     # two micro-batches per window, all from one task, tasks taking turns
     assert model.tasks_seen == [step % 2 for step in range(steps) for _ in range(2)]
     # sentiment (3 batches a pass) is at its 4th pass after 12 micro-batches; topic (5) at its 3rd
-    positions = trainer._run.engine.custom["step"]
+    positions = trainer.run_context.engine.custom["step"]
     assert positions == {"sentiment": {"pass": 3, "batches": 3}, "topic": {"pass": 2, "batches": 2}}
 
 
