@@ -137,3 +137,26 @@ def test_the_default_machine_without_a_train_dataset_names_the_states_that_need_
     trainer.train_dataset = None
     with pytest.raises(ValueError, match=r"requires a train_dataset.*'epoch', 'step'"):
         trainer.train()
+
+
+class SwapDatasetAttribute(State):
+    """Points the Trainer at another dataset (of another length) mid-run, as a data-switching state might."""
+
+    name = "swap"
+
+    def run(self, run: Run) -> None:
+        run.trainer.train_dataset = regression_rows(50, seed=9)
+
+
+def test_a_dataset_a_state_switched_to_is_not_a_change_on_resume(tmp_path: Path) -> None:
+    base = default_machine()
+    spec = base.with_state(SwapDatasetAttribute(), [Transition("swap", "go", "step")]).without_transition(
+        "epoch", "next_window"
+    )
+    spec = spec.with_transitions([Transition("epoch", "swap", "swap")])
+    first = make(tmp_path / "a", spec)
+    first.train()
+    assert first.train_dataset is not None and len(first.train_dataset) == 50
+    resumed = make(tmp_path / "b", spec)  # starts, as the first run did, on its 32 rows
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-3"))
+    assert resumed.state.global_step == 6
