@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate import skip_first_batches
 
+from statetrain.engine.dataset_state import attach_dataset_position, begin_pass, restored_position
 from statetrain.engine.rng import restore_rng_state
 from statetrain.events.event import Event
 from statetrain.states.base import State
@@ -32,6 +33,9 @@ class EpochState(State):
     writes = ("starting", "engine.epoch_index", "epoch_iterator", "update_step", "grad_norm", "learning_rate")
     fires = (Event.ON_EPOCH_BEGIN,)
 
+    def setup(self, run: Run) -> None:
+        attach_dataset_position(run)  # an iterable dataset with state_dict() travels with checkpoints
+
     def run(self, run: Run) -> None:
         engine = run.engine
         run.starting = False
@@ -44,14 +48,18 @@ class EpochState(State):
         run.fire(Event.ON_EPOCH_BEGIN)
         loader = run.train_dataloader
         skip = engine.batches_in_epoch if run.resuming else 0
-        if skip:
+        # an iterable dataset with state_dict() was put back at the position by load_state_dict
+        restored = restored_position(run) if skip else None
+        if skip and restored is None:
             # sampler-level skip: the consumed indices are passed over, their batches never loaded
+            # (iterable data without a sampler is read and discarded, firing no event)
             loader = skip_first_batches(loader, skip)
         set_loader_epoch(loader, engine.epoch_index)
         if run.pending_rng is not None and not skip:
             restore_rng_state(run.pending_rng)  # before the iterator draws its seed, as the first run did
             run.pending_rng = None
         run.resuming = False
-        run.epoch_iterator = iter(loader)
+        begin_pass(run, skip if restored else 0, loader)
+        run.epoch_iterator = iter(()) if restored and restored.exhausted else iter(loader)
         run.update_step = engine.batches_in_epoch // run.plan.gradient_accumulation_steps
         run.epoch_had_batches = engine.batches_in_epoch > 0

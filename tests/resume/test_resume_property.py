@@ -36,6 +36,26 @@ class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         return iter(self.rows)
 
 
+class CursorStream(Stream):
+    """Iterable data that saves its position (state_dict/load_state_dict): restored, not fast-forwarded."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__(rows)
+        self.cursor = 0
+
+    def __iter__(self) -> Any:
+        while self.cursor < len(self.rows):
+            self.cursor += 1
+            yield self.rows[self.cursor - 1]
+        self.cursor = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor = state["cursor"]
+
+
 class StopAfter(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step
@@ -72,6 +92,7 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
     k = draw(st.integers(1, max(1, total - 1)))
     return {
         "iterable": iterable,
+        "stateful": iterable and draw(st.booleans()),
         "rows": rows,
         "batch": batch,
         "accumulation": accumulation,
@@ -87,7 +108,7 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
 def build(config: dict[str, Any], out: Path, callbacks: list[Any] | None = None) -> Trainer:
     torch.manual_seed(1234)
     rows = regression_rows(config["rows"], seed=config["rows"])
-    data = Stream(rows) if config["iterable"] else rows
+    data = (CursorStream(rows) if config["stateful"] else Stream(rows)) if config["iterable"] else rows
     args = TrainingArguments(
         str(out),
         per_device_train_batch_size=config["batch"],
@@ -110,7 +131,7 @@ def build(config: dict[str, Any], out: Path, callbacks: list[Any] | None = None)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configurations())
 def test_stop_and_resume_equals_uninterrupted(config: dict[str, Any]) -> None:
-    for name in ("iterable", "mid_window"):
+    for name in ("iterable", "stateful", "mid_window"):
         event(f"{name}={config[name]}")
     event(f"workers={config['workers']}")
     event(f"dropout={config['dropout'] > 0}")
