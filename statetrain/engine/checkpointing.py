@@ -29,6 +29,7 @@ from statetrain.engine.context import ENGINE_STATE_NAME, TRAINER_STATE_NAME, Eng
 from statetrain.engine.data import has_length
 from statetrain.engine.distributed import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.engine.rng import load_rng_state
+from statetrain.engine.sharded import gather_for_checkpoint, gather_model_state, load_optimizer_state
 from statetrain.engine.tensor_tree import load_tree, save_tree
 
 if TYPE_CHECKING:
@@ -50,12 +51,18 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def save_model_files(model: nn.Module, processing_class: Any, folder: Path) -> None:
+def save_model_files(
+    model: nn.Module, processing_class: Any, folder: Path, state: dict[str, Any] | None = None
+) -> None:
     """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
 
     A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
+    ``state`` is the full state dict gathered from a sharded (FSDP) model, written instead of the module's.
     """
-    safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
+    if state is not None:
+        safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
+    else:
+        safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
     config = getattr(model, "config", None)
     if config is not None and callable(getattr(config, "save_pretrained", None)):
         config.save_pretrained(str(folder))
@@ -85,6 +92,7 @@ class CheckpointMixin:
         args: Any
         accelerator: Any
         model: nn.Module
+        model_wrapped: nn.Module
         processing_class: Any
         state: TrainerState
         control: Any
@@ -101,10 +109,11 @@ class CheckpointMixin:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (and config, processing class) to ``output_dir`` (HF ``save_model``)."""
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        full_state = gather_model_state(self.model_wrapped)  # FSDP: every process takes part
         if not self.args.should_save:
             return
         target.mkdir(parents=True, exist_ok=True)
-        save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target)
+        save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target, full_state)
         (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
 
     def checkpoint_metadata(self, run: Run | None = None) -> dict[str, Any]:
@@ -143,12 +152,14 @@ class CheckpointMixin:
         engine_json = run.engine.to_json_string()
         model = self.accelerator.unwrap_model(run.model)
         rng_states = None if args.save_only_model else gather_rng_states(args)  # every rank's, to one writer
+        full_model, full_optimizer = gather_for_checkpoint(run.model, run.optimizer, bool(args.save_only_model))
 
         def write_files(folder: Path) -> None:
-            save_model_files(model, self.processing_class, folder)
+            save_model_files(model, self.processing_class, folder, full_model)
             if not args.save_only_model:
                 raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
-                save_tree(raw_optimizer.state_dict(), folder, "optimizer")
+                optimizer_state = full_optimizer if full_optimizer is not None else raw_optimizer.state_dict()
+                save_tree(optimizer_state, folder, "optimizer")
                 save_tree(run.lr_scheduler.state_dict(), folder, "scheduler")
                 if self.accelerator.scaler is not None:
                     save_tree(self.accelerator.scaler.state_dict(), folder, "scaler")
@@ -252,7 +263,8 @@ class CheckpointMixin:
 
     def load_optimizer_and_schedule(self, path: Path, run: Run) -> None:
         raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
-        raw_optimizer.load_state_dict(load_tree(path, "optimizer", map_location=self.args.device))
+        # under FSDP the full state is loaded into this process's shard
+        load_optimizer_state(run.model, raw_optimizer, load_tree(path, "optimizer", map_location=self.args.device))
         run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(load_tree(path, "scaler"))

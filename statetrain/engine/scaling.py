@@ -219,6 +219,13 @@ def build_deepspeed_plugin(args: Any) -> Any:
             "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
             "install it (pip install deepspeed) or leave deepspeed unset"
         )
+    save_strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+    if save_strategy != "no" or getattr(args, "load_best_model_at_end", False):
+        raise NotImplementedError(
+            f"TrainingArguments.deepspeed with save_strategy={save_strategy!r}: checkpoints under DeepSpeed are not "
+            "implemented (its ZeRO state needs DeepSpeed's own pickle format, which statetrain does not write); "
+            "set save_strategy='no', or use fsdp"
+        )
     from accelerate.utils import DeepSpeedPlugin
 
     return DeepSpeedPlugin(hf_ds_config=config)

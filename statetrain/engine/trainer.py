@@ -523,7 +523,7 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         direct = (
             isinstance(optimizer, AcceleratedOptimizer)
             and not run.scaler_in_use
-            and self.accelerator.distributed_type != DistributedType.XLA
+            and self.accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED)
         )
         run.step_optimizer = optimizer.optimizer if direct else optimizer
         # The schedule binds to the object that is stepped, so torch sees its steps in order.

@@ -87,7 +87,8 @@ def deepspeed_arguments(tmp_path: Path, **config: Any) -> TrainingArguments:
         "zero_optimization": {"stage": 2},
         **config,
     }
-    return args(tmp_path, deepspeed=ds, per_device_train_batch_size=4, gradient_accumulation_steps=2, bf16=True)
+    options = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "bf16": True, "save_strategy": "no"}
+    return args(tmp_path, deepspeed=ds, **options)
 
 
 def test_deepspeed_auto_values_are_filled_from_the_arguments(tmp_path: Path) -> None:
@@ -114,6 +115,14 @@ def test_deepspeed_plugin_is_built_when_the_package_is_there(tmp_path: Path, mon
     assert isinstance(plugin, DeepSpeedPlugin)
     assert plugin.zero_stage == 2
     assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 4
+
+
+def test_deepspeed_checkpoints_are_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
+    training = deepspeed_arguments(tmp_path)
+    training.save_strategy = "steps"  # type: ignore[assignment]
+    with pytest.raises(NotImplementedError, match="checkpoints under DeepSpeed are not implemented"):
+        scaling.build_deepspeed_plugin(training)
 
 
 def test_missing_deepspeed_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,95 @@
+"""Full (unsharded) model and optimizer state of an FSDP-wrapped model, for checkpoints written once.
+
+Under FSDP each process holds a shard of every parameter and of its optimizer state, so neither
+``model.state_dict()`` nor ``optimizer.state_dict()`` is what a statetrain checkpoint stores. The
+checkpoint keeps one full copy instead (the layout of a one-process run, verified by one manifest),
+gathered with ``torch.distributed.checkpoint.state_dict``, the API accelerate's FSDP support builds
+on. Gathering is collective: every process calls these functions at the same point, and the full
+tensors land on CPU in the main process only. On resume every process reads the full state and
+keeps its own shard.
+
+A model that is not FSDP-wrapped (one process, DDP) takes the plain path: nothing is gathered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether ``model`` (or a module inside it) is sharded by FSDP, version 1 or 2."""
+    kinds: list[type] = []
+    try:
+        from torch.distributed.fsdp import FSDPModule
+
+        kinds.append(FSDPModule)
+    except ImportError:  # torch without FSDP2
+        pass
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        kinds.append(FullyShardedDataParallel)
+    except ImportError:
+        pass
+    return bool(kinds) and any(isinstance(module, tuple(kinds)) for module in model.modules())
+
+
+def _full_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full state dict of an FSDP model (collective; filled on the main process, empty elsewhere).
+
+    None when ``model`` is not FSDP-wrapped: the caller saves the module as usual.
+    """
+    if not is_fsdp(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state: dict[str, Any] = get_model_state_dict(model, options=_full_options())
+    return {name: tensor.contiguous() for name, tensor in state.items() if isinstance(tensor, torch.Tensor)}
+
+
+def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """The full optimizer state of an FSDP model, keyed by parameter name (collective); None if not FSDP."""
+    if not is_fsdp(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    state: dict[str, Any] = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    return state
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a saved optimizer state: the full state into this process's shard under FSDP, else as usual."""
+    if not is_fsdp(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def gather_for_checkpoint(
+    model: nn.Module, optimizer: Any, save_only_model: bool
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """Full model and optimizer state when ``model`` is FSDP-sharded (collective), else ``(None, None)``.
+
+    A DeepSpeed engine is refused: its ZeRO state would need DeepSpeed's own (pickle) checkpoint
+    format, which statetrain does not write.
+    """
+    if type(model).__name__ == "DeepSpeedEngine":
+        raise NotImplementedError(
+            "checkpoints under DeepSpeed are not implemented: statetrain writes full, pickle-free checkpoints "
+            "and DeepSpeed's ZeRO state needs its own format; train with save_strategy='no' or use FSDP"
+        )
+    if not is_fsdp(model):
+        return None, None
+    raw = getattr(optimizer, "optimizer", optimizer)
+    return gather_model_state(model), None if save_only_model else gather_optimizer_state(model, raw)
