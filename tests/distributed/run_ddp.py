@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "sigterm_step": None,
     "diverge_rng": False,
     "use_cpu": False,
+    "iterable": False,
 }
 
 
@@ -110,11 +111,22 @@ def eval_datasets(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class RowStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """The rows as a stream without a length: accelerate must shard it across the processes."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+
 def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | None = None) -> Trainer:
     """The run of ``config`` with ``batch`` samples per process (the global batch on one process)."""
     torch.manual_seed(config["seed"])
     model = TinyRegressor(dropout=config["dropout"])
     save_steps = config["save_steps"]
+    rows = regression_rows(config["rows"], seed=1)
     args = TrainingArguments(
         config["out"],
         per_device_train_batch_size=batch,
@@ -135,7 +147,7 @@ def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | Non
     return Trainer(
         model=model,
         args=args,
-        train_dataset=regression_rows(config["rows"], seed=1),
+        train_dataset=RowStream(rows) if config["iterable"] else rows,
         eval_dataset=regression_rows(config["eval_rows"], seed=2),
         compute_metrics=compute_metrics,
         callbacks=callbacks,

@@ -27,6 +27,7 @@ SCRIPT = Path(__file__).with_name("run_ddp.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_TIMEOUT = 240  # a deadlock fails the test instead of hanging it
 PARITY = {"evaluate": True}  # no dropout; 32 rows fill every batch of 4 per process (8 global)
+STREAM = {"iterable": True, "max_steps": 4}  # one pass over the 32 rows, 8 per step
 RESUMABLE = {"save_steps": 3, "dropout": 0.2, "diverge_rng": True}  # checkpoint-3 is mid-epoch (4 steps each)
 
 
@@ -64,7 +65,12 @@ def check_launch(done: subprocess.CompletedProcess[str]) -> None:
 def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A parity run (trained, then evaluated) and a resumable run with a mid-epoch checkpoint."""
     tmp = tmp_path_factory.mktemp("ddp")
-    check_launch(launch(tmp, [{**PARITY, "out": str(tmp / "parity")}, {**RESUMABLE, "out": str(tmp / "full")}]))
+    scenarios = [
+        {**PARITY, "out": str(tmp / "parity")},
+        {**RESUMABLE, "out": str(tmp / "full")},
+        {**STREAM, "out": str(tmp / "stream")},
+    ]
+    check_launch(launch(tmp, scenarios))
     return tmp
 
 
@@ -103,6 +109,17 @@ def test_two_processes_train_like_one_process_on_the_global_batch(first_launch: 
     assert len(losses[0]) == len(reference_losses) == 6
     assert losses[0] == losses[1]
     assert losses[0] == pytest.approx(reference_losses, abs=1e-6)
+
+
+def test_an_iterable_dataset_is_sharded_like_the_one_process_global_batch(first_launch: Path, tmp_path: Path) -> None:
+    ranks = results(first_launch / "stream")
+    assert all(r["ended"] == "trained" and r["global_step"] == 4 for r in ranks)
+    reference = one_process_reference(tmp_path, **STREAM)
+    params = load_file(str(first_launch / "stream" / "params.safetensors"))
+    worst = max(float((params[n] - p.detach()).abs().max()) for n, p in reference.model.named_parameters())
+    assert worst < 1e-6, f"parameters differ from the one-process run on the stream by {worst}"
+    losses = [e["loss"] for e in ranks[0]["log_history"] if "loss" in e]
+    assert losses == pytest.approx([e["loss"] for e in reference.state.log_history if "loss" in e], abs=1e-6)
 
 
 def one_process_reference_init() -> dict[str, torch.Tensor]:
