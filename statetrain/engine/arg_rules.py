@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from statetrain.engine.accelerator_config import AcceleratorConfig
 from statetrain.engine.arg_enums import DebugOption, IntervalStrategy, SaveStrategy, SchedulerType
+from statetrain.engine.resume_geometry import check_allow_changed
 
 if TYPE_CHECKING:
     from statetrain.engine.training_args import TrainingArguments
@@ -298,6 +299,7 @@ def _best_model_problems(args: TrainingArguments) -> list[str]:
 def find_problems(args: TrainingArguments) -> list[str]:
     """Every inconsistency between fields, as one message each (normalising step counts on the way)."""
     problems = _steps_problems(args) + _best_model_problems(args)
+    problems += check_allow_changed(getattr(args, "resume_allow_changed", None))
     if args.fp16 and args.bf16:
         problems.append("fp16 and bf16 are both True; choose one")
     if args.fp16_full_eval and args.bf16_full_eval:

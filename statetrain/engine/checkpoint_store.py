@@ -271,6 +271,17 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_manifest_metadata(path: Path) -> dict[str, Any]:
+    """The run metadata of a checkpoint already verified (no re-hashing); ``{}`` when it has none."""
+    manifest_path = Path(path) / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{manifest_path} cannot be read: {exc}") from exc
+    metadata = manifest.get("metadata") if isinstance(manifest, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """The ``checkpoint-<step>`` folders of ``output_dir``, oldest step first; anything else is ignored."""
     output_dir = Path(output_dir)

@@ -23,11 +23,13 @@ from torch import nn
 from statetrain.engine.checkpoint_store import (
     PREFIX,
     latest_good_checkpoint,
+    read_manifest_metadata,
     verify_checkpoint,
 )
 from statetrain.engine.context import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
 from statetrain.engine.data import has_length
 from statetrain.engine.distributed import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
+from statetrain.engine.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.engine.rng import load_rng_state
 from statetrain.engine.sharded import gather_for_checkpoint, gather_model_state, load_optimizer_state
 from statetrain.engine.tensor_tree import load_tree, save_tree
@@ -200,16 +202,9 @@ class CheckpointMixin:
         current = self.checkpoint_metadata()
         if recorded.get("world_size", current["world_size"]) != current["world_size"]:
             raise ResumeError(world_size_mismatch(path, recorded["world_size"], current["world_size"]))
-        changed = [
-            f"{key}: checkpoint {recorded.get(key)!r}, now {current[key]!r}"
-            for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "dataset_length")
-            if key in recorded and recorded.get(key) != current[key]
-        ]
-        if changed:
-            raise ResumeError(
-                f"cannot resume from {path}: the run changed ({'; '.join(changed)}). Resuming would "
-                "replay or skip different data; use the checkpoint's settings"
-            )
+        refusal = review_changes(path, recorded, current, getattr(self.args, "resume_allow_changed", None))
+        if refusal is not None:
+            raise ResumeError(refusal)
         if recorded.get("seed") not in (None, current["seed"]):
             warnings.warn(
                 f"resuming from {path} with seed {current['seed']} (the checkpoint used {recorded['seed']})",
@@ -220,6 +215,11 @@ class CheckpointMixin:
     def load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
         state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
         engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
+        # a geometry change that resume_allow_changed accepted: the data position, in current batches
+        recorded, current = read_manifest_metadata(path), self.checkpoint_metadata()
+        if geometry_changes(recorded, current):
+            engine.batches_in_epoch = rescale_position(engine.batches_in_epoch, recorded, current)
+            state.train_batch_size = self._train_batch_size
         if state.best_model_checkpoint is not None and not Path(state.best_model_checkpoint).is_dir():
             logger.warning(
                 "the best checkpoint %s recorded in the resumed state no longer exists; ignoring it",

@@ -266,6 +266,14 @@ class TrainingArguments(ProcessFactsMixin):
 
     # --- Resume and reproducibility ---
     ignore_data_skip: bool = field(default=False, metadata=help_text("On resume, do not skip seen batches."))
+    resume_allow_changed: list[str] | None = field(
+        default=None,
+        metadata=help_text(
+            "statetrain: on resume, accept these settings differing from the checkpoint's "
+            "(per_device_train_batch_size, gradient_accumulation_steps, dataset_length) instead of refusing; "
+            "the data position is recomputed in samples."
+        ),
+    )
     restore_callback_states_from_checkpoint: bool = field(
         default=False, metadata=help_text("On resume, restore the state of stateful callbacks.")
     )
