@@ -213,3 +213,30 @@ def test_a_dataset_state_that_is_not_json_or_tensors_fails_the_save_naming_it(tm
         trainer.train()
     assert "train_dataset" in str(info.value)
     assert not (tmp_path / "checkpoint-2").exists()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_a_datasets_iterable_dataset_is_restored_through_its_state_dict(tmp_path: Path, k: int) -> None:
+    """The common real case: ``datasets.IterableDataset`` (its state is nested dicts of ints)."""
+    datasets = pytest.importorskip("datasets")
+    plain = [{"x": r["x"].tolist(), "labels": int(r["labels"])} for r in regression_rows(ROWS, seed=10)]
+
+    def stream() -> Any:
+        return datasets.Dataset.from_list(plain).to_iterable_dataset().with_format("torch")
+
+    full = build(tmp_path / "full", stream(), save_steps=100)
+    full.train()
+    build(tmp_path / "cut", stream(), save_steps=k, callbacks=[StopAfter(k)]).train()
+    data = stream()
+    loaded: list[Any] = []
+    load = data.load_state_dict
+
+    def spy(state: Any) -> None:
+        loaded.append(state)
+        load(state)
+
+    data.load_state_dict = spy
+    resumed = build(tmp_path / "cut", data, save_steps=k)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / f"checkpoint-{k}"))
+    assert len(loaded) == 1
+    assert_same_run(full, resumed)
