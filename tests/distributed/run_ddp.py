@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "diverge_rng": False,
     "use_cpu": False,
     "iterable": False,
+    "accumulation": 1,
 }
 
 
@@ -130,6 +131,7 @@ def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | Non
     args = TrainingArguments(
         config["out"],
         per_device_train_batch_size=batch,
+        gradient_accumulation_steps=config["accumulation"],
         per_device_eval_batch_size=config["eval_batch"],
         max_steps=config["max_steps"],
         learning_rate=config["learning_rate"],

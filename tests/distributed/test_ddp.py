@@ -27,6 +27,7 @@ SCRIPT = Path(__file__).with_name("run_ddp.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_TIMEOUT = 240  # a deadlock fails the test instead of hanging it
 PARITY = {"evaluate": True}  # no dropout; 32 rows fill every batch of 4 per process (8 global)
+WINDOWS = {"batch": 2, "accumulation": 2}  # 2 processes x 2 micro-batches x 2 rows: the same 8 per step
 STREAM = {"iterable": True, "max_steps": 4}  # one pass over the 32 rows, 8 per step
 RESUMABLE = {"save_steps": 3, "dropout": 0.2, "diverge_rng": True}  # checkpoint-3 is mid-epoch (4 steps each)
 
@@ -69,8 +70,11 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {**PARITY, "out": str(tmp / "parity")},
         {**RESUMABLE, "out": str(tmp / "full")},
         {**STREAM, "out": str(tmp / "stream")},
+        {**WINDOWS, "out": str(tmp / "windows")},
     ]
-    check_launch(launch(tmp, scenarios))
+    done = launch(tmp, scenarios)
+    (tmp / "first-launch.stdout").write_text(done.stdout, encoding="utf-8")
+    check_launch(done)
     return tmp
 
 
@@ -120,6 +124,22 @@ def test_an_iterable_dataset_is_sharded_like_the_one_process_global_batch(first_
     assert worst < 1e-6, f"parameters differ from the one-process run on the stream by {worst}"
     losses = [e["loss"] for e in ranks[0]["log_history"] if "loss" in e]
     assert losses == pytest.approx([e["loss"] for e in reference.state.log_history if "loss" in e], abs=1e-6)
+
+
+def test_accumulation_windows_in_two_processes_equal_one_process(first_launch: Path, tmp_path: Path) -> None:
+    """Gradients are kept local (no_sync) until a window's last micro-batch, then averaged once."""
+    ranks = results(first_launch / "windows")
+    assert all(r["ended"] == "trained" and r["global_step"] == 6 for r in ranks)
+    reference = one_process_reference(tmp_path, batch=4)  # 8 rows per step, no accumulation
+    params = load_file(str(first_launch / "windows" / "params.safetensors"))
+    worst = max(float((params[n] - p.detach()).abs().max()) for n, p in reference.model.named_parameters())
+    assert worst < 1e-6, f"parameters differ from the one-process run by {worst}"
+
+
+def test_logs_and_progress_come_from_the_main_process_only(first_launch: Path) -> None:
+    printed = (first_launch / "first-launch.stdout").read_text(encoding="utf-8")
+    # each of the four trainings prints its summary once (twice if every process printed)
+    assert printed.count("'train_runtime'") == 4, printed[-3000:]
 
 
 def one_process_reference_init() -> dict[str, torch.Tensor]:
