@@ -41,9 +41,28 @@ def world_size_of(args: Any) -> int:
     return int(getattr(args, "world_size", 1))
 
 
+_CPU_GROUPS: dict[int, Any] = {}
+
+
+def _cpu_group() -> Any:
+    """A gloo group over every process, for the small host-side exchanges here (None: the default group).
+
+    With NCCL, reading a result on the host would wait for all the GPU work queued before it, every
+    step; over gloo the exchange stays on the CPU. Created once per process group, on first use
+    (a collective call: every process reaches it at the same point).
+    """
+    world = torch.distributed.group.WORLD
+    if torch.distributed.get_backend() == "gloo":
+        return None
+    key = id(world)
+    if key not in _CPU_GROUPS:
+        _CPU_GROUPS[key] = torch.distributed.new_group(backend="gloo")
+    return _CPU_GROUPS[key]
+
+
 def _all_gather_object(value: Any, world_size: int) -> list[Any]:
     gathered: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, value)
+    torch.distributed.all_gather_object(gathered, value, group=_cpu_group())
     return gathered
 
 
@@ -140,8 +159,8 @@ def agree_on_preemption(run: Run) -> None:
     if not request.coordinated:
         return
     local = request.signum if request.signum is not None else 0
-    flag = torch.tensor([local], dtype=torch.int64, device=run.device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    flag = torch.tensor([local], dtype=torch.int64)  # on the CPU: no wait for the GPU's queued work
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=_cpu_group())
     agreed = int(flag.item())
     if agreed and request.agreed is None:
         if request.signum is None:
