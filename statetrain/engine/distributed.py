@@ -184,3 +184,38 @@ def world_size_mismatch(path: Path, recorded: int, current: int) -> str:
         f"{current}. The data each process reads and its random state depend on the number of processes; "
         f"start this run with {recorded} (for example torchrun --nproc_per_node {recorded}) to resume it"
     )
+
+
+def agree_on_checkpoint(args: Any, resolve: Callable[[], Path]) -> Path:
+    """Resolve the checkpoint to resume from on every process and check they all chose the same one.
+
+    With node-local storage (or a checkpoint that fails to verify on one node only), processes could
+    otherwise resume from different steps and train on silently; a process that cannot resolve one
+    makes every process fail with its reason instead of leaving the others waiting.
+    """
+    world_size = world_size_of(args)
+    if world_size <= 1:
+        return resolve()
+    chosen: Path | None = None
+    failure: BaseException | None = None
+    try:
+        chosen = resolve()
+        outcome = f"ok:{chosen.name}"
+    except Exception as exc:
+        failure = exc
+        outcome = f"error:{type(exc).__name__}: {exc}"
+    outcomes = _all_gather_object(outcome, world_size)
+    if failure is not None:
+        raise failure
+    errors = [(rank, text[6:]) for rank, text in enumerate(outcomes) if text.startswith("error:")]
+    if errors:
+        raise RuntimeError(f"process {errors[0][0]} could not find the checkpoint to resume from: {errors[0][1]}")
+    names = sorted({text[3:] for text in outcomes})
+    if len(names) > 1:
+        by_rank = ", ".join(f"process {rank}: {text[3:]}" for rank, text in enumerate(outcomes))
+        raise RuntimeError(
+            f"the processes would resume from different checkpoints ({by_rank}); every process must see the "
+            "same checkpoints (a shared output_dir, or save_on_each_node with the same folders on each node)"
+        )
+    assert chosen is not None
+    return chosen

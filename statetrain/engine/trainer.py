@@ -34,6 +34,7 @@ from statetrain.engine.data import (
     signature_columns,
 )
 from statetrain.engine.default_machine import default_machine
+from statetrain.engine.distributed import agree_on_checkpoint
 from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
 from statetrain.engine.feature_checks import check_features_have_states
@@ -415,7 +416,8 @@ class Trainer(EvaluationMixin, CheckpointMixin):
         args = self.args
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
-            checkpoint = self.resolve_checkpoint(resume_from_checkpoint)  # type: ignore[arg-type]
+            # every process resolves it; with several, they must agree (or all fail with the reason)
+            checkpoint = agree_on_checkpoint(args, lambda: self.resolve_checkpoint(resume_from_checkpoint))  # type: ignore[arg-type]
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(args.seed, deterministic=bool(args.full_determinism))

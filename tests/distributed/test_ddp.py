@@ -84,7 +84,9 @@ def second_launch(first_launch: Path) -> Path:
     tmp = first_launch
     resume = {**RESUMABLE, "out": str(tmp / "resumed"), "resume": str(tmp / "full" / "checkpoint-3")}
     signalled = {"out": str(tmp / "signalled"), "sigterm_rank": 1, "sigterm_step": 2}
-    check_launch(launch(tmp, [resume, signalled]))
+    checkpoints = [str(tmp / "full" / "checkpoint-3"), str(tmp / "full" / "checkpoint-6")]
+    split = {**RESUMABLE, "out": str(tmp / "split"), "resume_by_rank": checkpoints, "expect_error": True}
+    check_launch(launch(tmp, [resume, signalled, split]))
     return tmp
 
 
@@ -216,6 +218,15 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_with_one_checkpoint(second_l
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-2"]
     names = set(verify_checkpoint(out / "checkpoint-2")["files"])
     assert {"rng_state_0.safetensors", "rng_state_1.safetensors"} <= names
+
+
+def test_processes_that_would_resume_from_different_checkpoints_all_refuse(second_launch: Path) -> None:
+    ranks = results(second_launch / "split")
+    for result in ranks:
+        assert result["ended"] == "error"
+        assert "would resume from different checkpoints" in result["error"]
+        assert "process 0: checkpoint-3, process 1: checkpoint-6" in result["error"]
+        assert result["step_ends"] == []
 
 
 def test_resuming_with_another_number_of_processes_is_refused(first_launch: Path, tmp_path: Path) -> None:
