@@ -59,6 +59,7 @@ from statetrain.callbacks.base import TrainerCallback
 from statetrain.callbacks.early_stopping import EarlyStoppingCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.engine.checkpoint_store import PREFIX, verify_checkpoint
+from statetrain.engine.context import ENGINE_STATE_NAME
 from statetrain.engine.data import has_length, set_seed
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import MachineSpec
@@ -561,13 +562,15 @@ class LoopHarness(RuleBasedStateMachine):
         segment = Segment(rule_name, start_step, target)
         self.segments.append(segment)
         resume = str(self.latest_checkpoint) if self.latest_checkpoint is not None else None
+        # read before training: the resumed run may write a checkpoint of the same step again
+        hints = _resume_hints(Path(resume)) if resume is not None else {}
         live.trainer.train(resume_from_checkpoint=resume)
         state = live.trainer.state
         segment.end, segment.epoch = state.global_step, float(state.epoch or 0.0)
         segment.outcome = live.cut.outcome()
         segment.target = live.cut.target
         where = f"segment {len(self.segments)} ({segment.describe()})"
-        self._check_trace(where, live)
+        self._check_trace(where, live, hints)
         self.evaluations.extend(live.recorder.evaluations)
         self.stop_requests.extend(live.recorder.stop_requests)
         begin = live.recorder.trace[0]
@@ -595,16 +598,17 @@ class LoopHarness(RuleBasedStateMachine):
             )
         self.global_step, self.epoch = segment.end, segment.epoch
 
-    def _check_trace(self, where: str, live: _Live) -> None:
+    def _check_trace(self, where: str, live: _Live, hints: dict[str, int] | None = None) -> None:
         trainer = live.trainer
         plan = trainer.plan
         steps_in_epoch = getattr(plan, "steps_in_epoch", None)
         trace = live.recorder.trace
         try:
             check_trace(
-                _without_replayed_epoch_end_log(trace),
+                trace,
                 steps_in_epoch=steps_in_epoch,
                 gradient_accumulation_steps=trainer.args.gradient_accumulation_steps,
+                **(hints or {}),
             )
             check_epoch_coverage(
                 trace,
@@ -687,25 +691,19 @@ class LoopHarness(RuleBasedStateMachine):
                 )
 
 
-def _without_replayed_epoch_end_log(trace: list[tuple[str, int, float]]) -> list[tuple[str, int, float]]:
-    """The trace without the epoch-end log a resumed run replays at its first step, if it has one.
+def _resume_hints(checkpoint: Path) -> dict[str, int]:
+    """What a resumed segment's trace cannot show, from its checkpoint: the index of its first
+    epoch and the step of the last log before the cut (see :func:`check_trace`).
 
     When an epoch runs out of data right after the checkpoint's step (iterable data cannot tell
-    in advance), the resumed run ends that epoch first and logs it at the checkpoint's step, as the
-    uninterrupted run did once. statetrain restores the last-logged step from the checkpoint, so
-    this log is right; the grammar, written from HF (which forgets it on resume), expects the
-    step to move first. Only that one log is left out of the grammar check.
+    in advance), the resumed run ends that epoch first and logs it at the checkpoint's step, as
+    the uninterrupted run did once; the last-logged step makes that log legal.
     """
-    names = [name for name, _, _ in trace[:4]]
-    resumed_at_epoch_end = names == ["on_train_begin", "on_epoch_begin", "on_epoch_end", "on_log"]
-    if (
-        resumed_at_epoch_end
-        and trace[0][1] > 0
-        and len(trace) > 4
-        and trace[4][0] not in ("on_train_end", "on_evaluate")
-    ):
-        return [*trace[:3], *trace[4:]]
-    return trace
+    facts = _read_json(checkpoint / ENGINE_STATE_NAME)
+    return {
+        "first_epoch_index": int(facts["epoch_index"]) + int(bool(facts["epoch_ended"])),
+        "last_logged_step": int(facts["globalstep_last_logged"]),
+    }
 
 
 def _statistic(text: str) -> None:
