@@ -31,16 +31,32 @@ strategy = st.sampled_from(["no", "steps", "epoch"])
     epoch=st.floats(0, 5),
 )
 def test_flags_match_hf(
-    logging: str, evaluation: str, saving: str, logging_first_step: bool, eval_delay: float,
-    logging_steps: int, eval_steps: int, save_steps: int, max_steps: int, global_step: int, epoch: float,
+    logging: str,
+    evaluation: str,
+    saving: str,
+    logging_first_step: bool,
+    eval_delay: float,
+    logging_steps: int,
+    eval_steps: int,
+    save_steps: int,
+    max_steps: int,
+    global_step: int,
+    epoch: float,
 ) -> None:
     args = SimpleNamespace(
-        logging_strategy=logging, eval_strategy=evaluation, save_strategy=saving,
-        logging_first_step=logging_first_step, eval_delay=eval_delay,
+        logging_strategy=logging,
+        eval_strategy=evaluation,
+        save_strategy=saving,
+        logging_first_step=logging_first_step,
+        eval_delay=eval_delay,
     )
     state = SimpleNamespace(
-        global_step=global_step, max_steps=max_steps, logging_steps=logging_steps,
-        eval_steps=eval_steps, save_steps=save_steps, epoch=epoch,
+        global_step=global_step,
+        max_steps=max_steps,
+        logging_steps=logging_steps,
+        eval_steps=eval_steps,
+        save_steps=save_steps,
+        epoch=epoch,
     )
     for event in ("on_step_end", "on_epoch_end"):
         ours, theirs = TrainerControl(), transformers.TrainerControl()

@@ -11,8 +11,15 @@ from tests.helpers import TinyRegressor, regression_rows
 
 
 def trainer(tmp_path: Path, disable_tqdm: bool) -> Trainer:
-    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=4, max_steps=6, logging_steps=3,
-                             save_strategy="no", use_cpu=True, disable_tqdm=disable_tqdm)
+    args = TrainingArguments(
+        str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=3,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=disable_tqdm,
+    )
     return Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(24))
 
 

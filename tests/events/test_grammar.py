@@ -670,16 +670,30 @@ def test_evaluation_and_save_inside_act_on_flags() -> None:
 
     trace = [
         ("on_train_begin", 0, 0.0),
-        ("on_prediction_step", 0, 0.0), ("on_log", 0, 0.0), ("on_evaluate", 0, 0.0),  # eval_on_start
+        ("on_prediction_step", 0, 0.0),
+        ("on_log", 0, 0.0),
+        ("on_evaluate", 0, 0.0),  # eval_on_start
         ("on_epoch_begin", 0, 0.0),
-        ("on_step_begin", 0, 0.0), ("on_pre_optimizer_step", 0, 0.0), ("on_optimizer_step", 0, 0.0),
-        ("on_step_end", 1, 0.5), ("on_log", 1, 0.5),
-        ("on_prediction_step", 1, 0.5), ("on_log", 1, 0.5), ("on_evaluate", 1, 0.5), ("on_save", 1, 0.5),
-        ("on_step_begin", 1, 0.5), ("on_pre_optimizer_step", 1, 0.5), ("on_optimizer_step", 1, 0.5),
+        ("on_step_begin", 0, 0.0),
+        ("on_pre_optimizer_step", 0, 0.0),
+        ("on_optimizer_step", 0, 0.0),
+        ("on_step_end", 1, 0.5),
+        ("on_log", 1, 0.5),
+        ("on_prediction_step", 1, 0.5),
+        ("on_log", 1, 0.5),
+        ("on_evaluate", 1, 0.5),
+        ("on_save", 1, 0.5),
+        ("on_step_begin", 1, 0.5),
+        ("on_pre_optimizer_step", 1, 0.5),
+        ("on_optimizer_step", 1, 0.5),
         ("on_step_end", 2, 1.0),
-        ("on_epoch_end", 2, 1.0), ("on_log", 2, 1.0), ("on_log", 2, 1.0), ("on_evaluate", 2, 1.0),
+        ("on_epoch_end", 2, 1.0),
+        ("on_log", 2, 1.0),
+        ("on_log", 2, 1.0),
+        ("on_evaluate", 2, 1.0),
         ("on_save", 2, 1.0),
-        ("on_log", 2, 1.0), ("on_train_end", 2, 1.0),
+        ("on_log", 2, 1.0),
+        ("on_train_end", 2, 1.0),
     ]
     check_trace(trace)
     # a save before the evaluation breaks HF's order

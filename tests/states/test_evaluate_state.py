@@ -24,15 +24,28 @@ def scripted_metrics(values: list[float]) -> Any:
 
 def trainer(tmp_path: Path, metrics: list[float], **overrides: Any) -> Trainer:
     options: dict[str, Any] = dict(
-        per_device_train_batch_size=4, max_steps=len(metrics), eval_strategy="steps", eval_steps=1,
-        logging_steps=1, use_cpu=True, disable_tqdm=True, report_to="none", seed=2,
-        metric_for_best_model="score", greater_is_better=True, save_strategy="no",
+        per_device_train_batch_size=4,
+        max_steps=len(metrics),
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_steps=1,
+        use_cpu=True,
+        disable_tqdm=True,
+        report_to="none",
+        seed=2,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        save_strategy="no",
     )
     options.update(overrides)
     torch.manual_seed(0)
-    return Trainer(model=TinyRegressor(), args=TrainingArguments(str(tmp_path), **options),
-                   train_dataset=regression_rows(64), eval_dataset=regression_rows(6, seed=5),
-                   compute_metrics=scripted_metrics(metrics))
+    return Trainer(
+        model=TinyRegressor(),
+        args=TrainingArguments(str(tmp_path), **options),
+        train_dataset=regression_rows(64),
+        eval_dataset=regression_rows(6, seed=5),
+        compute_metrics=scripted_metrics(metrics),
+    )
 
 
 def test_best_metric_and_step_follow_strict_improvement(tmp_path: Path) -> None:
@@ -52,8 +65,11 @@ def test_save_strategy_best_writes_checkpoints_only_on_a_new_best(tmp_path: Path
 
 def test_reduce_lr_on_plateau_steps_on_the_evaluation_metric(tmp_path: Path) -> None:
     t = trainer(
-        tmp_path, [0.5, 0.4, 0.4, 0.3, 0.3, 0.3], lr_scheduler_type="reduce_lr_on_plateau",
-        lr_scheduler_kwargs={"patience": 0, "factor": 0.5}, learning_rate=0.1,
+        tmp_path,
+        [0.5, 0.4, 0.4, 0.3, 0.3, 0.3],
+        lr_scheduler_type="reduce_lr_on_plateau",
+        lr_scheduler_kwargs={"patience": 0, "factor": 0.5},
+        learning_rate=0.1,
     )
     t.train()
     lrs = [e["learning_rate"] for e in t.state.log_history if "loss" in e]
