@@ -273,7 +273,9 @@ class TrainingStepMixin:
         if self.args.average_tokens_across_devices and self._world_size > 1:
             num_items = self.accelerator.gather(num_items.to(device)).sum()
         if torch.is_tensor(num_items):
-            num_items = num_items.to(device)
+            # HF divides by the tensor/context/sequence-parallel sizes (1 here), which makes the count a
+            # float tensor; a compute_loss_func sees the same dtype as under HF
+            num_items = num_items.to(device) / 1
         return num_items
 
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:

@@ -228,9 +228,11 @@ class PlainLogits(nn.Module):
         return {"logits": self.inner(input_ids)["logits"]}
 
 
-def make_loss_func(seen: list[float | None]) -> Any:
+def make_loss_func(seen: list[float | None], dtypes: list[Any] | None = None) -> Any:
     def loss_func(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         seen.append(None if num_items_in_batch is None else float(num_items_in_batch))
+        if dtypes is not None:
+            dtypes.append(getattr(num_items_in_batch, "dtype", type(num_items_in_batch)))
         logits = outputs["logits"]
         total = nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
@@ -245,23 +247,26 @@ def test_compute_loss_func_gets_the_windows_item_count_as_in_hf(tmp_path: Any) -
     rows = token_rows(14, seed=6)
     hf_seen: list[float | None] = []
     st_seen: list[float | None] = []
+    hf_dtypes: list[Any] = []
+    st_dtypes: list[Any] = []
     model = PlainLogits()
     options = {**BASE, **GA_OPTIONS, "remove_unused_columns": False}
     hf = transformers.Trainer(
         model=copy.deepcopy(model),
         args=transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), **options),
         train_dataset=rows,
-        compute_loss_func=make_loss_func(hf_seen),
+        compute_loss_func=make_loss_func(hf_seen, hf_dtypes),
     )
     hf.train()
     st = Trainer(
         model=copy.deepcopy(model),
         args=TrainingArguments(output_dir=str(tmp_path / "st"), **options),
         train_dataset=rows,
-        compute_loss_func=make_loss_func(st_seen),
+        compute_loss_func=make_loss_func(st_seen, st_dtypes),
     )
     st.train()
     assert st_seen == hf_seen and len(st_seen) == 7
+    assert st_dtypes == hf_dtypes  # the count arrives as HF's float tensor, not an integer one
     # one count per window, over all of the window's micro-batches
     label_counts = [int((r["labels"] != -100).sum()) for r in rows]
     assert sum({n for n in st_seen if n is not None}) <= sum(label_counts)
