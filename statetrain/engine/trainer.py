@@ -7,7 +7,6 @@ generic driver. The loop itself lives in the states; nothing here decides the fl
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import warnings
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
@@ -26,18 +25,13 @@ from statetrain.engine.checkpointing import CheckpointMixin, load_model_weights
 from statetrain.engine.collators import default_collator_for
 from statetrain.engine.context import EngineState, TrainerControl, TrainerState
 from statetrain.engine.data import (
-    RemoveColumnsCollator,
-    remove_unused_dataset_columns,
-    seed_worker,
     set_seed,
-    signature_columns,
 )
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.distributed import agree_on_checkpoint
 from statetrain.engine.driver import drive
 from statetrain.engine.evaluation import EvaluationMixin, can_return_loss
 from statetrain.engine.feature_checks import check_features_have_states
-from statetrain.engine.loader_options import loader_options
 from statetrain.engine.loss import (
     LabelSmoother,
     NanInfGuard,
@@ -54,17 +48,15 @@ from statetrain.engine.model_options import (
     neftune,
     reject_bare_base_model,
 )
-from statetrain.engine.optim import decay_parameter_names, grouped_parameters
-from statetrain.engine.optimizers import get_optimizer_cls_and_kwargs
+from statetrain.engine.optimization import OptimizationMixin
 from statetrain.engine.plan import plan_training
 from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
 from statetrain.engine.rng import restore_rng_state
 from statetrain.engine.run import Run, TrainingPlan
-from statetrain.engine.samplers import build_train_sampler
 from statetrain.engine.scaling import configure_ddp
-from statetrain.engine.schedulers import get_scheduler
 from statetrain.engine.support import check_supported_arguments
 from statetrain.engine.training_args import TrainingArguments
+from statetrain.engine.training_data import TrainingDataMixin
 from statetrain.engine.training_step import TrainingStepMixin
 from statetrain.events.bus import EventBus, Handler
 from statetrain.events.event import Event
@@ -73,7 +65,7 @@ from statetrain.events.filters import FilteredEvent
 logger = logging.getLogger(__name__)
 
 
-class Trainer(TrainingStepMixin, EvaluationMixin, CheckpointMixin):
+class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, EvaluationMixin, CheckpointMixin):
     """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
 
     def __init__(
@@ -289,118 +281,6 @@ class Trainer(TrainingStepMixin, EvaluationMixin, CheckpointMixin):
 
     def is_world_process_zero(self) -> bool:
         return bool(self.args.process_index == 0)
-
-    # --- data ---------------------------------------------------------------------------------
-    def _get_signature_columns(self) -> list[str]:
-        if self._signature_columns is None:
-            self._signature_columns = signature_columns(self.model, self.label_names)
-        return self._signature_columns
-
-    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int] | None:
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        return build_train_sampler(dataset, self.args, self.processing_class, original=self.train_dataset)
-
-    def get_train_dataloader(self) -> DataLoader[Any]:
-        """The prepared training loader: HF's sampler and seeding, so batches match HF's."""
-        if self.train_dataset is None:
-            raise ValueError("Trainer: training requires a train_dataset.")
-        dataset, collator = self._apply_column_removal(self.train_dataset, "training")
-        params: dict[str, Any] = {
-            "batch_size": self._train_batch_size,
-            "collate_fn": collator,
-            **loader_options(self.args),
-        }
-        if not isinstance(dataset, IterableDataset):
-            params["sampler"] = self._get_train_sampler(dataset)
-            params["drop_last"] = self.args.dataloader_drop_last
-            params["worker_init_fn"] = functools.partial(
-                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
-            )
-        return self.accelerator.prepare(DataLoader(dataset, **params))
-
-    def _apply_column_removal(self, dataset: Any, description: str) -> tuple[Any, Callable[..., Any]]:
-        collator = self.data_collator
-        if not self.args.remove_unused_columns:
-            return dataset, collator
-        columns = self._get_signature_columns()
-        if hasattr(dataset, "column_names") and hasattr(dataset, "remove_columns"):
-            return remove_unused_dataset_columns(dataset, columns, type(self.model).__name__), collator
-        return dataset, RemoveColumnsCollator(collator, columns, type(self.model).__name__, description)
-
-    def num_examples(self, dataloader: DataLoader[Any]) -> int:
-        try:
-            return len(dataloader.dataset)  # type: ignore[arg-type]
-        except (TypeError, AttributeError, NameError):
-            return len(dataloader) * self.args.per_device_train_batch_size
-
-    # --- optimizer and schedule ---------------------------------------------------------------
-    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        return decay_parameter_names(model)
-
-    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """The optimizer named by ``optim`` (or ``optimizer_cls_and_kwargs``) over HF's decay groups."""
-        target = self.model if model is None else model
-        if self.optimizer is None:
-            if self.optimizer_cls_and_kwargs is not None:
-                optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
-            else:
-                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
-            kwargs = dict(kwargs)
-            groups: Any = kwargs.pop("params", None) or grouped_parameters(target, self.args.weight_decay)
-            self.optimizer = optimizer_cls(groups, **kwargs)
-        return self.optimizer
-
-    @staticmethod
-    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, dict[str, Any]]:
-        """HF's hook: the optimizer class and keyword arguments the registry builds for ``args.optim``."""
-        return get_optimizer_cls_and_kwargs(args, model)
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        """The schedule named by ``lr_scheduler_type``, created once per ``train()`` (HF semantics)."""
-        if self.lr_scheduler is None:
-            target = self.optimizer if optimizer is None else optimizer
-            assert target is not None
-            self.lr_scheduler = get_scheduler(
-                str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)),
-                target,
-                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
-                num_training_steps=num_training_steps,
-                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
-            )
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
-
-    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
-        self.create_optimizer()
-        self.create_scheduler(num_training_steps=num_training_steps)
-
-    @property
-    def scheduler_steps_on_metrics(self) -> bool:
-        """A plateau scheduler steps on evaluation metrics, not after every optimizer step."""
-        return isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-    def step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None:
-        """Step a plateau schedule on ``metric_for_best_model`` after an evaluation (HF ``_evaluate``)."""
-        if not self.scheduler_steps_on_metrics:
-            return
-        name = self.args.metric_for_best_model or "loss"
-        key = name if name.startswith("eval_") else f"eval_{name}"
-        if key not in metrics:
-            raise KeyError(
-                f"TrainingArguments.metric_for_best_model is {name!r}, but the evaluation produced no "
-                f"{key!r}; available metrics: {sorted(metrics)}"
-            )
-        self.lr_scheduler.step(metrics[key])
-
-    def get_learning_rate(self) -> float:
-        if self.scheduler_steps_on_metrics:
-            assert self.optimizer is not None
-            lr = self.optimizer.param_groups[0]["lr"]
-        else:
-            lr = self.lr_scheduler.get_last_lr()[0]
-        return float(lr.item()) if torch.is_tensor(lr) else float(lr)
-
-    _get_learning_rate = get_learning_rate
 
     # --- training -----------------------------------------------------------------------------
     def train(

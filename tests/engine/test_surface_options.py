@@ -239,7 +239,7 @@ def test_seed_decides_the_initial_weights_model_init_builds(tmp_path: Path) -> N
 
 
 def test_signature_columns_are_computed_once_per_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from statetrain.engine import trainer as trainer_module
+    from statetrain.engine import training_data as trainer_module
 
     calls: list[Any] = []
     real = trainer_module.signature_columns
