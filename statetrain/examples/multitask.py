@@ -9,6 +9,9 @@ it stopped without reading a skipped batch.
 
 An epoch is as many micro-batches as the ``train_dataset`` given to the Trainer yields (pass the
 concatenation of the tasks to make one epoch one pass over all of them on average).
+
+The example is written for one process: the task cursors do not shard the data across ranks, so
+under several processes every rank would draw the same batches.
 """
 
 from __future__ import annotations
