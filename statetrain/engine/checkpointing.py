@@ -27,7 +27,7 @@ from statetrain.engine.checkpoint_store import (
     verify_checkpoint,
 )
 from statetrain.engine.context import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
-from statetrain.engine.data import has_length
+from statetrain.engine.data import length_or_none
 from statetrain.engine.distributed import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.engine.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.engine.rng import load_rng_state
@@ -124,10 +124,7 @@ class CheckpointMixin:
         The dataset length is the one the run started with: a dataset a custom state switched to
         mid-run (a curriculum) is the run's own doing, not a change a resume must refuse.
         """
-        if run is not None:
-            dataset_length = run.dataset_length
-        else:
-            dataset_length = len(self.train_dataset) if has_length(self.train_dataset) else None
+        dataset_length = run.dataset_length if run is not None else length_or_none(self.train_dataset)
         return {
             "global_step": self.state.global_step,
             "world_size": self.args.world_size,

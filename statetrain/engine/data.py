@@ -121,6 +121,11 @@ def has_length(obj: Any) -> bool:
         return False
 
 
+def length_or_none(obj: Any) -> int | None:
+    """``len(obj)``, or ``None`` for data without a length (an iterable dataset, no dataset)."""
+    return len(obj) if has_length(obj) else None
+
+
 def set_seed(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch (all devices); optionally force deterministic kernels."""
     random.seed(seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.engine.data import length_or_none
 from statetrain.engine.preemption import PreemptionRequest
 from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
     import torch
 
     from statetrain.engine.trainer import Trainer
-
-
-def len_or_none(dataset: Any) -> int | None:
-    """``len(dataset)``, or ``None`` for data without a length (an iterable dataset, no dataset)."""
-    try:
-        return len(dataset)
-    except (TypeError, AttributeError, NotImplementedError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -101,7 +94,7 @@ class Run:
         self.last_saved_step = -1
         # objects with state_dict()/load_state_dict() that custom states want in every checkpoint
         self.checkpointables: dict[str, Any] = {}
-        self.dataset_length = len_or_none(trainer.train_dataset)
+        self.dataset_length = length_or_none(trainer.train_dataset)
         """Length of the dataset this ``train()`` call started with (what a resume must match)."""
 
     def custom_state(self, name: str) -> dict[str, Any]:

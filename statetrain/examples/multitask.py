@@ -48,9 +48,13 @@ class RoundRobinStepState(StepState):
             if len(dataset) == 0:
                 raise ValueError(f"task {name!r} has an empty dataset")
         self.tasks = dict(tasks)
+        self.task_index = {name: index for index, name in enumerate(self.tasks)}
         self.task_key = task_key
+        self._orders: dict[str, tuple[int, list[int]]] = {}
+        """Per task, the pass whose order is cached and that order (drawn once per pass, not per batch)."""
 
     def setup(self, run: Run) -> None:
+        self._orders.clear()  # a new train() call may bring another seed
         positions = run.custom_state(self.name)
         for name in self.tasks:
             positions.setdefault(name, {"pass": 0, "batches": 0})
@@ -75,12 +79,15 @@ class RoundRobinStepState(StepState):
         if position["batches"] >= batches_per_pass:
             position["pass"] += 1
             position["batches"] = 0
-        order = task_order(run.args.seed, list(self.tasks).index(name), position["pass"], len(dataset))
+        cached = self._orders.get(name)
+        if cached is None or cached[0] != position["pass"]:
+            order = task_order(run.args.seed, self.task_index[name], position["pass"], len(dataset))
+            cached = self._orders[name] = (position["pass"], order)
         start = position["batches"] * size
-        rows = [dataset[i] for i in order[start : start + size]]
+        rows = [dataset[i] for i in cached[1][start : start + size]]
         position["batches"] += 1
         batch = dict(run.trainer.data_collator(rows))
-        batch[self.task_key] = torch.tensor(list(self.tasks).index(name))
+        batch[self.task_key] = torch.tensor(self.task_index[name])
         return batch
 
 

@@ -59,8 +59,7 @@ class AccumulateState(State):
             step_loss = trainer.run_training_step(run.model, inputs, run.num_items_in_batch)
         tr_loss = run.tr_loss
         assert tr_loss is not None
-        policy = getattr(run.args, "nan_inf_policy", "filter")
-        if policy == "filter":
+        if run.args.nan_inf_policy == "filter":
             if run.args.logging_nan_inf_filter and not torch.isfinite(step_loss):
                 # HF: a non-finite step loss counts as the mean of the losses since the last log.
                 tr_loss += tr_loss / (1 + run.state.global_step - engine.globalstep_last_logged)
