@@ -421,13 +421,14 @@ class _TraceParser:
         trace: Sequence[TraceEntry],
         steps_in_epoch: int | None,
         gradient_accumulation_steps: int | None,
-        first_run_hints: Mapping[str, int | None] | None = None,
+        first_run: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self.trace = trace
         self.pos = 0
         self.steps_in_epoch = steps_in_epoch
         self.gradient_accumulation_steps = gradient_accumulation_steps
-        self.first_run_hints = dict(first_run_hints or {})
+        self.first_run = first_run
+        """The first run's ``(first_epoch_index, last_logged_step)``, facts only a checkpoint knows."""
         self.where: list[str] = []  # "run 1", "epoch 0", "window 3": for the messages
         self.values = _RunValues(self, steps_in_epoch, gradient_accumulation_steps)
 
@@ -490,13 +491,13 @@ class _TraceParser:
 
     def run(self, number: int) -> None:
         """run = on_train_begin { epoch } summary"""
-        hints = self.first_run_hints if number == 1 else {}
+        first_epoch_index, last_logged_step = self.first_run if number == 1 else (None, None)
         self.values = _RunValues(
             self,
             self.steps_in_epoch,
             self.gradient_accumulation_steps,
-            first_epoch_index=hints.get("first_epoch_index"),
-            last_logged_step=hints.get("last_logged_step"),
+            first_epoch_index=first_epoch_index,
+            last_logged_step=last_logged_step,
         )
         self.where = [f"run {number}"]
         pos, entry = self.take("on_train_begin", what="start of a train() call")
@@ -628,8 +629,7 @@ def check_trace(
     for label, value in limits:
         if value is not None and value < 1:
             raise ValueError(f"{label} must be >= 1, got {value}")
-    hints = {"first_epoch_index": first_epoch_index, "last_logged_step": last_logged_step}
-    _TraceParser(entries, steps_in_epoch, gradient_accumulation_steps, hints).parse()
+    _TraceParser(entries, steps_in_epoch, gradient_accumulation_steps, (first_epoch_index, last_logged_step)).parse()
 
 
 def hf_events_only(trace: Iterable[Any]) -> list[TraceEntry]:
