@@ -11,14 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from statetrain.testing.flags import CONTROL_FLAGS, FlagScheduleCallback, FlagSetting
-from statetrain.testing.grammar import (
-    GrammarError,
-    TraceRecorder,
-    check_state_nesting,
-    check_trace,
-    hf_events_only,
-)
+from statetrain.testing.grammar import GrammarError, check_trace, hf_events_only
+from statetrain.testing.nesting import check_state_nesting
 from statetrain.testing.oracles import Evaluation, RunRecorder, check_epoch_coverage, early_stopping_reference
+from statetrain.testing.recorder import TraceRecorder
 from statetrain.testing.resume_check import ResumeComparison, assert_resumes_bit_exactly, compare_trainers
 from statetrain.testing.tiny import RowStream, TinyClassifier, tiny_rows
 

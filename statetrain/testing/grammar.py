@@ -1,7 +1,8 @@
 """The legal order of the Hugging Face training events, written by hand from HF's documented flow.
 
-A trace is a sequence of ``(event_name, global_step, epoch)`` tuples, as :class:`TraceRecorder`
-records them from any HF-style trainer (statetrain's or ``transformers.Trainer`` itself).
+A trace is a sequence of ``(event_name, global_step, epoch)`` tuples, as
+:class:`~statetrain.testing.recorder.TraceRecorder` records them from any HF-style trainer
+(statetrain's or ``transformers.Trainer`` itself).
 :func:`check_trace` accepts exactly the traces a training run may produce and raises
 :class:`GrammarError` naming the trace position, the unexpected event and what was expected.
 
@@ -48,29 +49,22 @@ part of the grammar; tests compare traces with a reference computation for that.
 Extending: each nonterminal is one method of :class:`_TraceParser`; value rules live in
 :class:`_RunValues` (one hook per event). A new event joins :data:`GRAMMAR_EVENTS`.
 
-:func:`check_state_nesting` is a separate checker for traces that also hold the engine's
-``on_state_enter:<name>`` / ``on_state_exit:<name>`` entries: states do not nest, and each event
-fires only inside the state documented to fire it (:data:`DEFAULT_STATE_EVENTS`).
+States do not nest and each event fires only inside the state documented to fire it: that is
+checked separately, by :func:`statetrain.testing.nesting.check_state_nesting`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from statetrain.callbacks.base import TrainerCallback
-
 __all__ = [
-    "DEFAULT_STATE_EVENTS",
     "GRAMMAR_EVENTS",
     "HF_EVENT_NAMES",
-    "OUTSIDE_STATE_EVENTS",
     "GrammarError",
     "TraceEntry",
-    "TraceRecorder",
-    "check_state_nesting",
     "check_trace",
     "hf_events_only",
 ]
@@ -114,45 +108,6 @@ GRAMMAR_EVENTS: frozenset[str] = frozenset(
     }
 )
 """The events of a ``train()`` call (predict and push happen outside training)."""
-
-STATE_ENTER = "on_state_enter"
-STATE_EXIT = "on_state_exit"
-ON_EXCEPTION = "on_exception"
-
-DEFAULT_STATE_EVENTS: Mapping[str, frozenset[str]] = {
-    "init": frozenset({"on_train_begin"}),
-    "epoch": frozenset({"on_epoch_begin"}),
-    "step": frozenset({"on_step_begin"}),
-    "accumulate": frozenset(
-        {
-            "on_substep_end",
-            "on_before_forward",
-            "on_after_forward",
-            "on_after_loss",
-            "on_before_backward",
-            "on_after_backward",
-        }
-    ),
-    "optimize": frozenset({"on_pre_optimizer_step", "on_optimizer_step", "on_step_end"}),
-    "log": frozenset({"on_log"}),
-    "evaluate": frozenset(
-        {
-            "on_prediction_step",
-            "on_log",
-            "on_evaluate",
-            "on_before_forward",
-            "on_after_forward",
-            "on_after_loss",
-        }
-    ),
-    "save": frozenset({"on_save"}),
-    "epoch_end": frozenset({"on_epoch_end"}),
-    "done": frozenset({"on_log", "on_train_end"}),
-}
-"""Which events each state of statetrain's default machine may fire (its documented contract)."""
-
-OUTSIDE_STATE_EVENTS: frozenset[str] = frozenset({"on_init_end"})
-"""Events fired outside the machine (``Trainer.__init__``)."""
 
 _EPS = 1e-9
 
@@ -635,127 +590,3 @@ def check_trace(
 def hf_events_only(trace: Iterable[Any]) -> list[TraceEntry]:
     """The entries of ``trace`` that are HF callback events (drops state enter/exit and engine events)."""
     return [e for e in _normalize(trace) if e.name in HF_EVENT_NAMES]
-
-
-# --------------------------------------------------------------------------------------------
-# state nesting
-# --------------------------------------------------------------------------------------------
-
-
-def check_state_nesting(
-    trace: Iterable[Any],
-    *,
-    state_events: Mapping[str, Iterable[str]] = DEFAULT_STATE_EVENTS,
-    outside: Iterable[str] = OUTSIDE_STATE_EVENTS,
-) -> None:
-    """Raise :class:`GrammarError` unless enter/exit entries pair up and every event sits in its state.
-
-    ``trace`` mixes ``(event, global_step, epoch)`` entries with ``on_state_enter:<state>`` and
-    ``on_state_exit:<state>`` ones. Each enter is followed by the exit of the same state before the
-    next enter (states do not nest); an ``on_exception`` inside a state ends it without an exit
-    (the error propagates). Any other event must fire inside a state whose ``state_events`` entry
-    lists it, or, for the ``outside`` events (``on_init_end``), outside every state.
-    """
-    entries = _normalize(trace)
-    allowed = {name: frozenset(events) for name, events in state_events.items()}
-    outside_events = frozenset(outside)
-    known_events = outside_events.union(*allowed.values()) | set(HF_EVENT_NAMES)
-    current: str | None = None
-    entered_at = -1
-
-    def fail(pos: int, message: str) -> None:
-        where = f"trace[{pos}] {_show(entries[pos])}" if pos < len(entries) else "end of trace"
-        raise GrammarError(
-            f"{where}: {message}\n  near: {_excerpt(entries, pos)}",
-            position=pos,
-            entry=entries[pos] if pos < len(entries) else None,
-        )
-
-    for pos, entry in enumerate(entries):
-        kind, _, state = entry.name.partition(":")
-        if kind == STATE_ENTER and state:
-            if current is not None:
-                fail(
-                    pos,
-                    f"state {state!r} entered while {current!r} (entered at trace[{entered_at}]) "
-                    f"was not exited; expected '{STATE_EXIT}:{current}' first",
-                )
-            if state not in allowed:
-                fail(
-                    pos,
-                    f"unknown state {state!r}; known: {sorted(allowed)} (pass state_events= to "
-                    "check a machine with other states)",
-                )
-            current, entered_at = state, pos
-        elif kind == STATE_EXIT and state:
-            if current is None:
-                fail(pos, f"exit of state {state!r} without a matching '{STATE_ENTER}:{state}'")
-            elif current != state:
-                fail(
-                    pos,
-                    f"exit of state {state!r} but the open state is {current!r} (entered at trace[{entered_at}])",
-                )
-            current = None
-        elif entry.name == ON_EXCEPTION:
-            if current is None:
-                fail(pos, "on_exception outside every state; the engine fires it for a failing state")
-            current = None
-        elif entry.name not in known_events:
-            fail(pos, f"unknown event {entry.name!r}")
-        elif current is None:
-            if entry.name not in outside_events:
-                owners = sorted(s for s, evs in allowed.items() if entry.name in evs)
-                fail(
-                    pos,
-                    f"{entry.name!r} fired outside every state; it belongs inside "
-                    f"{' or '.join(repr(o) for o in owners) or 'no known state'}",
-                )
-        elif entry.name not in allowed[current]:
-            owners = sorted(s for s, evs in allowed.items() if entry.name in evs)
-            inside = f"inside {' or '.join(repr(o) for o in owners)}" if owners else "outside every state"
-            fail(
-                pos,
-                f"{entry.name!r} fired inside state {current!r} (entered at trace[{entered_at}]), "
-                f"which fires only {sorted(allowed[current])}; it belongs {inside}",
-            )
-    if current is not None:
-        fail(len(entries), f"state {current!r} entered at trace[{entered_at}] was never exited")
-
-
-# --------------------------------------------------------------------------------------------
-# recording
-# --------------------------------------------------------------------------------------------
-
-
-class TraceRecorder(TrainerCallback):
-    """HF-style callback recording every HF event as ``(name, global_step, epoch)`` into ``trace``.
-
-    Works with statetrain's ``Trainer`` and with ``transformers.Trainer`` alike
-    (``callbacks=[recorder]``). Several ``train()`` calls append to the same trace.
-    """
-
-    def __init__(self) -> None:
-        self.trace: list[tuple[str, int, float]] = []
-
-    def record(self, name: str, state: Any) -> None:
-        epoch = state.epoch
-        self.trace.append((name, int(state.global_step), float(epoch) if epoch is not None else 0.0))
-
-    @property
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.trace]
-
-
-def _recording_method(name: str) -> Any:
-    def method(self: TraceRecorder, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.record(name, state)
-
-    method.__name__ = name
-    method.__qualname__ = f"TraceRecorder.{name}"
-    method.__doc__ = f"Record {name}."
-    return method
-
-
-for _name in HF_EVENT_NAMES:
-    setattr(TraceRecorder, _name, _recording_method(_name))
-del _name

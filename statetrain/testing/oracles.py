@@ -1,7 +1,7 @@
 """Independent reference rules that a run's record is checked against.
 
 * :class:`RunRecorder` records what the checks need from a ``train()`` call: the HF event trace
-  (as :class:`~statetrain.testing.grammar.TraceRecorder` does), the states entered and left (for
+  (as :class:`~statetrain.testing.recorder.TraceRecorder` does), the states entered and left (for
   :func:`~statetrain.testing.trace.check_machine_trace`), whether a stop had been requested when
   each epoch ended, during which event each stop was requested, and every in-training evaluation's
   metrics.
@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, TraceEntry, TraceRecorder
+from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, TraceEntry
+from statetrain.testing.recorder import TraceRecorder
 from statetrain.testing.trace import TraceEvent
 
 __all__ = [

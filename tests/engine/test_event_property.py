@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statetrain import Event, Trainer, TrainingArguments
-from statetrain.testing.grammar import TraceRecorder, check_state_nesting, check_trace, hf_events_only
+from statetrain.testing.grammar import check_trace, hf_events_only
+from statetrain.testing.nesting import check_state_nesting
+from statetrain.testing.recorder import TraceRecorder
 from tests.helpers import TinyRegressor, regression_rows
 
 Trace = list[tuple[str, int, float]]

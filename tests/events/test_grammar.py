@@ -17,15 +17,9 @@ from typing import Any
 import pytest
 
 from statetrain import Event
-from statetrain.testing.grammar import (
-    DEFAULT_STATE_EVENTS,
-    HF_EVENT_NAMES,
-    GrammarError,
-    TraceRecorder,
-    check_state_nesting,
-    check_trace,
-    hf_events_only,
-)
+from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, check_trace, hf_events_only
+from statetrain.testing.nesting import DEFAULT_STATE_EVENTS, check_state_nesting
+from statetrain.testing.recorder import TraceRecorder
 
 Trace = list[tuple[str, int, float]]
 

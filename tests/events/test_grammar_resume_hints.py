@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from statetrain.testing.grammar import GrammarError, TraceRecorder, check_trace
+from statetrain.testing.grammar import GrammarError, check_trace
+from statetrain.testing.recorder import TraceRecorder
 from tests.helpers import TinyRegressor, regression_rows
 
 
