@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -50,16 +51,31 @@ def build_accelerator(args: Any) -> Accelerator:
     extra: dict[str, Any] = {}
     if getattr(args, "parallelism_config", None) is not None:
         extra["parallelism_config"] = args.parallelism_config  # accelerate checks it, as in HF
+    deepspeed_plugin = build_deepspeed_plugin(args)
+    from accelerate.state import AcceleratorState
+
+    if deepspeed_plugin is not None or AcceleratorState._shared_state.get("deepspeed_plugins") is not None:
+        # accelerate takes a DeepSpeed plugin only from the first Accelerator of a state, and keeps it
+        # for later ones; each Trainer brings its own (HF resets the whole state per TrainingArguments)
+        AcceleratorState._reset_state(reset_partial_state=False)
+    # accelerate marks the process as DeepSpeed for good when given a plugin; the mark is for the
+    # state being built, so a later Trainer without deepspeed in this process gets none
+    signalled = os.environ.get("ACCELERATE_USE_DEEPSPEED")
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         cpu=bool(getattr(args, "runs_on_cpu", args.use_cpu)),
         dataloader_config=dataloader_config,
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
         fsdp_plugin=fsdp_plugin,
-        deepspeed_plugin=build_deepspeed_plugin(args),
+        deepspeed_plugin=deepspeed_plugin,
         kwargs_handlers=[DistributedDataParallelKwargs(**ddp_kwargs(args))],
         **extra,
     )
+    if deepspeed_plugin is not None:
+        if signalled is None:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = signalled
     if fsdp_plugin is not None and accelerator.distributed_type != DistributedType.FSDP:
         warnings.warn(
             f"TrainingArguments.fsdp is set, but accelerate enables FSDP only for several GPU-like processes; "

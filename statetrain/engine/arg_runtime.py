@@ -22,6 +22,8 @@ from statetrain.engine.arg_enums import LOG_LEVELS, ParallelMode
 if TYPE_CHECKING:
     import torch
 
+logger = logging.getLogger(__name__)
+
 _CACHE_KEY = "_runtime_info"
 # Environment variables in which launchers publish the number of processes they started.
 _WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -35,6 +37,7 @@ class RuntimeSettings:
     ddp_backend: str | None
     ddp_timeout: int
     use_configured_state: bool
+    use_deepspeed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,7 @@ def _partial_state(settings: RuntimeSettings, cpu: bool) -> Any:
     state from under an ``Accelerator`` built in between, so a matching state is kept.
     """
     from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
 
     shared = PartialState._shared_state
     if settings.use_configured_state:
@@ -91,13 +95,77 @@ def _partial_state(settings: RuntimeSettings, cpu: bool) -> Any:
                 "Accelerator created before the TrainingArguments are used; create one first or set it "
                 "to False"
             )
-        return PartialState(cpu=cpu)
+        state = PartialState(cpu=cpu)
+        if settings.use_deepspeed and state.distributed_type != DistributedType.DEEPSPEED:
+            raise RuntimeError(
+                "accelerator_config.use_configured_state=True reuses an accelerate state that was not set up "
+                "for DeepSpeed, but TrainingArguments.deepspeed is set; set use_configured_state=False"
+            )
+        return state
     if shared != {}:
-        if shared.get("_cpu") == cpu:
+        deepspeed_state = shared.get("distributed_type") == DistributedType.DEEPSPEED
+        reusable = shared.get("_cpu") == cpu and deepspeed_state == (settings.use_deepspeed and not cpu)
+        if reusable:
             return PartialState(cpu=cpu)
         AcceleratorState._reset_state(reset_partial_state=True)
     timeout = timedelta(seconds=settings.ddp_timeout)
+    if settings.use_deepspeed and not cpu:  # use_cpu with deepspeed is refused when the plugin is built
+        return _deepspeed_partial_state(settings, timeout)
     return PartialState(cpu=cpu, backend=settings.ddp_backend, timeout=timeout)
+
+
+def _deepspeed_partial_state(settings: RuntimeSettings, timeout: timedelta) -> Any:
+    """accelerate's process state for DeepSpeed, which joins the process group through DeepSpeed.
+
+    As in transformers, accelerate is told through ``ACCELERATE_USE_DEEPSPEED`` while the state is
+    built. On a machine without a GPU-like backend, accelerate would leave a launched process with
+    a process count of one while DeepSpeed itself joins all of them (so the data would not be
+    sharded): the processes join over gloo (or ``ddp_backend``) instead. A process no launcher
+    started gets the one-process rendezvous that HF's docs ask notebook users to set by hand.
+    """
+    import torch
+    from accelerate.state import PartialState
+
+    from statetrain.engine.scaling import deepspeed_available
+
+    if not deepspeed_available():
+        raise ImportError(
+            "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
+            "install it (pip install deepspeed) or leave deepspeed unset"
+        )
+    _one_process_rendezvous()
+    backend = settings.ddp_backend
+    if backend is None and not torch.cuda.is_available():
+        backend = "gloo"
+    previous = os.environ.get("ACCELERATE_USE_DEEPSPEED")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        return PartialState(cpu=False, backend=backend, timeout=timeout)
+    finally:
+        if previous is None:
+            del os.environ["ACCELERATE_USE_DEEPSPEED"]
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = previous
+
+
+_RENDEZVOUS_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _one_process_rendezvous() -> None:
+    """Publish a one-process group on a free local port when no launcher published one.
+
+    DeepSpeed always runs in a process group; without these variables it falls back to MPI
+    discovery and fails on a missing ``mpi4py``. A launcher's (even partial) settings are never touched.
+    """
+    if any(name in os.environ for name in (*_RENDEZVOUS_VARIABLES, *_WORLD_SIZE_VARIABLES)):
+        return
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    logger.info("deepspeed: no launcher variables found; running as a one-process group on port %d", port)
 
 
 def _device_and_gpu_count(state: Any, cpu: bool) -> tuple[torch.device, int]:
@@ -145,7 +213,8 @@ def resolve_runtime(settings: RuntimeSettings) -> RuntimeInfo:
     cpu = settings.use_cpu or _env_flag("ACCELERATE_USE_CPU")
     launched = launcher_world_size()
     state = _join(settings, cpu, launched)
-    if launched > 1 and state.num_processes == 1 and not cpu and state.device.type == "cpu":
+    alone = launched > 1 and state.num_processes == 1 and state.device.type == "cpu"
+    if alone and not cpu and not settings.use_deepspeed:
         # No GPU-like backend applied, so accelerate left each process on its own; gloo on CPU
         # joins them, which is what transformers 5.24 only does when use_cpu=True is given.
         cpu = True
@@ -188,6 +257,7 @@ class ProcessFactsMixin:
             ddp_backend=self.ddp_backend,
             ddp_timeout=self.ddp_timeout,
             use_configured_state=bool(getattr(self.accelerator_config, "use_configured_state", False)),
+            use_deepspeed=bool(getattr(self, "deepspeed", None)),
         )
         cached: RuntimeInfo | None = self.__dict__.get(_CACHE_KEY)
         if cached is None or cached.settings != settings:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
+import torch
 from torch import nn
 
 from statetrain.engine.checkpoint_store import (
@@ -73,18 +74,34 @@ def save_model_files(
 
 
 def load_model_weights(model: nn.Module, folder: Path) -> None:
-    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error)."""
+    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error).
+
+    Loaded through ``load_state_dict``, which copies into the parameters in place, so a model whose
+    parameters are views of a flat buffer (DeepSpeed ZeRO) loads too. A tied tensor saved under one
+    name fills every name that shares it.
+    """
     path = folder / MODEL_NAME
     if not path.is_file():
         raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
     try:
-        missing, unexpected = safetensors.torch.load_model(model, str(path), strict=False)
+        saved = safetensors.torch.load_file(str(path))
     except (safetensors.SafetensorError, OSError, ValueError) as exc:
         raise ResumeError(f"{path} is not a readable safetensors file: {exc}") from exc
+    live = model.state_dict()
+    unexpected = sorted(set(saved) - set(live))
+    loaded_identities = {_identity(live[name]) for name in saved if name in live}
+    missing = sorted(name for name in live if name not in saved and _identity(live[name]) not in loaded_identities)
     if missing or unexpected:
-        raise ResumeError(
-            f"{path} does not match the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
-        )
+        raise ResumeError(f"{path} does not match the model: missing {missing}, unexpected {unexpected}")
+    try:
+        model.load_state_dict({name: tensor for name, tensor in saved.items()}, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise ResumeError(f"{path} does not match the model: {exc}") from exc
+
+
+def _identity(tensor: torch.Tensor) -> tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]:
+    """Tensors with one identity are one tensor under several names (tied weights)."""
+    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
 
 
 class CheckpointMixin:

@@ -64,6 +64,8 @@ class Run:
         self.lr_scheduler: Any = None
         self.train_dataloader: Any = None
         self.scaler_in_use = False
+        self.steps_may_be_skipped = False  # the optimizer may report a skipped step (grad scaler, DeepSpeed)
+        self.defer_gradient_sync = False  # no_sync before a window's last micro-batch (DDP/FSDP, not DeepSpeed)
         # data position within the epoch
         self.epoch_iterator: Any = None
         self.update_step = 0

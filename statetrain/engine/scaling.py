@@ -201,6 +201,17 @@ def deepspeed_config(args: Any) -> dict[str, Any] | None:
     return config
 
 
+def deepspeed_dtype(config: dict[str, Any]) -> Any:
+    """The dtype DeepSpeed runs the model in (HF's ``HfTrainerDeepSpeedConfig.dtype``): fp16, bf16 or fp32."""
+    import torch
+
+    if _flag(config.get("fp16", {}).get("enabled", False)):
+        return torch.float16
+    if _flag(config.get("bf16", {}).get("enabled", False)):
+        return torch.bfloat16
+    return torch.float32
+
+
 def deepspeed_available() -> bool:
     """Whether the optional ``deepspeed`` package is installed (not imported: it is heavy)."""
     return importlib.util.find_spec("deepspeed") is not None
@@ -219,12 +230,20 @@ def build_deepspeed_plugin(args: Any) -> Any:
             "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
             "install it (pip install deepspeed) or leave deepspeed unset"
         )
+    stage = int(config.get("zero_optimization", {}).get("stage", 0))
     save_strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
-    if save_strategy != "no" or getattr(args, "load_best_model_at_end", False):
+    if stage == 3 and (save_strategy != "no" or getattr(args, "load_best_model_at_end", False)):
         raise NotImplementedError(
-            f"TrainingArguments.deepspeed with save_strategy={save_strategy!r}: checkpoints under DeepSpeed are not "
-            "implemented (its ZeRO state needs DeepSpeed's own pickle format, which statetrain does not write); "
-            "set save_strategy='no', or use fsdp"
+            f"TrainingArguments.deepspeed with zero_optimization.stage=3 and save_strategy={save_strategy!r}: "
+            "statetrain checkpoints DeepSpeed ZeRO stages 0-2 only (ZeRO-3 partitions the model itself, and "
+            "DeepSpeed's own format for it is pickles, which statetrain never reads); use stage 2, or "
+            "save_strategy='no', or fsdp"
+        )
+    if args.use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in _TRUE:
+        raise ValueError(
+            "TrainingArguments.deepspeed cannot run with use_cpu=True (or ACCELERATE_USE_CPU): accelerate enables "
+            "DeepSpeed only without its CPU switch; leave use_cpu unset (on a machine without a GPU the processes "
+            "a launcher started still join over gloo)"
         )
     from accelerate.utils import DeepSpeedPlugin
 

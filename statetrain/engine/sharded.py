@@ -8,7 +8,8 @@ on. Gathering is collective: every process calls these functions at the same poi
 tensors land on CPU in the main process only. On resume every process reads the full state and
 keeps its own shard.
 
-A model that is not FSDP-wrapped (one process, DDP) takes the plain path: nothing is gathered.
+A model that is not FSDP-wrapped (one process, DDP) takes the plain path: nothing is gathered. A
+DeepSpeed engine's optimizer partitions are handled by ``deepspeed_state``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from statetrain.engine.deepspeed_state import (
+    deepspeed_module,
+    gather_deepspeed_state,
+    holds_deepspeed_partitions,
+    is_deepspeed_engine,
+    restore_deepspeed_state,
+)
 
 
 def is_fsdp(model: nn.Module) -> bool:
@@ -43,11 +52,31 @@ def _full_options() -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """The full state dict of an FSDP model (collective; filled on the main process, empty elsewhere).
+def own_storage_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with tied tensors once (the first name, as HF keeps) and each in its own storage.
 
-    None when ``model`` is not FSDP-wrapped: the caller saves the module as usual.
+    DeepSpeed ZeRO turns every parameter into a view of one flat buffer, which safetensors refuses
+    to save as is (no name covers the whole storage); copies of the views save like any tensor.
     """
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]] = set()
+    for name, tensor in module.state_dict().items():
+        identity = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+        if identity in seen and tensor.numel() > 0:
+            continue
+        seen.add(identity)
+        state[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
+    return state
+
+
+def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full state dict of a sharded model (collective; filled on the main process, empty elsewhere).
+
+    FSDP: gathered from the shards. DeepSpeed ZeRO 0-2: the whole module, copied out of DeepSpeed's
+    flat buffers. None otherwise: the caller saves the module as usual.
+    """
+    if is_deepspeed_engine(model):
+        return own_storage_state(deepspeed_module(model))
     if not is_fsdp(model):
         return None
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -67,7 +96,16 @@ def gather_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Load a saved optimizer state: the full state into this process's shard under FSDP, else as usual."""
+    """Load a saved optimizer state: the full state into this process's shard under FSDP, this
+    process's partition under DeepSpeed, else as usual."""
+    if is_deepspeed_engine(model):
+        restore_deepspeed_state(model, state)
+        return
+    if holds_deepspeed_partitions(state):
+        raise ValueError(
+            "the checkpoint's optimizer state holds DeepSpeed ZeRO partitions, written by a run with deepspeed; "
+            "resume it with the same deepspeed configuration (or load only its model.safetensors)"
+        )
     if not is_fsdp(model):
         optimizer.load_state_dict(state)
         return
@@ -79,16 +117,14 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
 def gather_for_checkpoint(
     model: nn.Module, optimizer: Any, save_only_model: bool
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
-    """Full model and optimizer state when ``model`` is FSDP-sharded (collective), else ``(None, None)``.
+    """What a sharded model's checkpoint holds instead of the plain state dicts (collective).
 
-    A DeepSpeed engine is refused: its ZeRO state would need DeepSpeed's own (pickle) checkpoint
-    format, which statetrain does not write.
+    FSDP: the full model and optimizer state. DeepSpeed ZeRO 0-2: the module copied out of its flat
+    buffers (it is whole on every process) and every process's optimizer partition. Otherwise
+    ``(None, None)``.
     """
-    if type(model).__name__ == "DeepSpeedEngine":
-        raise NotImplementedError(
-            "checkpoints under DeepSpeed are not implemented: statetrain writes full, pickle-free checkpoints "
-            "and DeepSpeed's ZeRO state needs its own format; train with save_strategy='no' or use FSDP"
-        )
+    if is_deepspeed_engine(model):
+        return own_storage_state(deepspeed_module(model)), None if save_only_model else gather_deepspeed_state(model)
     if not is_fsdp(model):
         return None, None
     raw = getattr(optimizer, "optimizer", optimizer)

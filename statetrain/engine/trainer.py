@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -53,7 +54,7 @@ from statetrain.engine.plan import plan_training
 from statetrain.engine.preemption import TrainingPreempted, preemption_handlers
 from statetrain.engine.rng import restore_rng_state
 from statetrain.engine.run import Run, TrainingPlan
-from statetrain.engine.scaling import configure_ddp
+from statetrain.engine.scaling import configure_ddp, deepspeed_dtype
 from statetrain.engine.support import check_supported_arguments
 from statetrain.engine.training_args import TrainingArguments
 from statetrain.engine.training_data import TrainingDataMixin
@@ -91,6 +92,15 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         check_supported_arguments(args)
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self.accelerator = build_accelerator(args)
+        # HF's flags, read by callbacks and by the engine's DeepSpeed and FSDP branches
+        self.is_deepspeed_enabled = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.is_fsdp_enabled = self.accelerator.distributed_type == DistributedType.FSDP
+        self.deepspeed: nn.Module | None = None  # the DeepSpeed engine once train() has prepared it, as in HF
+        self._deepspeed_input_dtype = (
+            deepspeed_dtype(self.accelerator.state.deepspeed_plugin.deepspeed_config)
+            if self.is_deepspeed_enabled
+            else None
+        )
         # read once: TrainingArguments derives these from accelerate's state on every access
         self._device, self._n_gpu, self._world_size = args.device, args.n_gpu, args.world_size
         self._wrap_backward_with_events()
@@ -385,7 +395,6 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
     def _prepare_run(self, run: Run, train_dataloader: Any) -> None:
         """Optimizer, ``accelerator.prepare``, schedule; then the fast paths the configuration allows."""
         from accelerate.optimizer import AcceleratedOptimizer
-        from accelerate.utils import DistributedType
 
         if isinstance(self.optimizer, AcceleratedOptimizer):
             self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
@@ -395,10 +404,15 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         model = compile_model(model, self.args)  # last, on the prepared model, as accelerate does
         self.optimizer = optimizer
         self.model_wrapped = model
+        if self.is_deepspeed_enabled:
+            self.deepspeed = model
         run.model = model
         run.optimizer = optimizer
         run.train_dataloader = train_dataloader
         run.scaler_in_use = self.accelerator.scaler is not None
+        # DeepSpeed steps inside backward and may skip an overflowing step itself (fp16)
+        run.steps_may_be_skipped = run.scaler_in_use or self.is_deepspeed_enabled
+        run.defer_gradient_sync = self.accelerator.num_processes > 1 and not self.is_deepspeed_enabled
         # accelerate's optimizer wrapper only adds work (an importlib lookup per step) unless it
         # has a grad scaler or XLA to serve; step the wrapped optimizer directly otherwise.
         direct = (

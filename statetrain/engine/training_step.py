@@ -45,6 +45,8 @@ class TrainingStepMixin:
         _loss_shifts_labels: bool
         _label_smoother_shifts: bool
         _optimizer_train_mode: bool
+        is_deepspeed_enabled: bool
+        _deepspeed_input_dtype: torch.dtype | None
         _plain_train_modules: list[nn.Module] | None
         _window_weights: WindowWeights | None
         _flos_parameters: tuple[nn.Module, int] | None
@@ -93,7 +95,11 @@ class TrainingStepMixin:
             loss = loss * share.to(loss.dtype)
         elif not scaled and self.current_gradient_accumulation_steps != 1:
             loss = loss / self.current_gradient_accumulation_steps
-        self.accelerator.backward(loss)
+        if self.is_deepspeed_enabled:
+            # the loss is already scaled for accumulation here; DeepSpeed must not divide again (as HF)
+            self.accelerator.backward(loss, scale_wrt_gas=False)
+        else:
+            self.accelerator.backward(loss)
         return loss.detach()
 
     def compute_loss(
@@ -204,6 +210,10 @@ class TrainingStepMixin:
         if isinstance(data, (tuple, list)):
             return type(data)(self._prepare_input(v) for v in data)
         if isinstance(data, torch.Tensor):
+            dtype = self._deepspeed_input_dtype
+            if dtype is not None and (torch.is_floating_point(data) or torch.is_complex(data)):
+                # as HF: DeepSpeed runs the model in its own dtype, so float inputs take it too
+                return data.to(device=self._device, dtype=dtype)
             return data.to(device=self._device)
         return data
 

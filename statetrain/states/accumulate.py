@@ -52,7 +52,8 @@ class AccumulateState(State):
             or (last_of_window and len(run.window) < plan.gradient_accumulation_steps)
         )
         run.accelerator.gradient_state._set_sync_gradients(closes_window)
-        if run.accelerator.num_processes > 1 and not last_of_window:
+        # DeepSpeed keeps its own accumulation boundary (set from sync_gradients), so no no_sync, as in HF
+        if run.defer_gradient_sync and not last_of_window:
             with run.accelerator.no_sync(model=run.model):
                 step_loss = trainer.run_training_step(run.model, inputs, run.num_items_in_batch)
         else:

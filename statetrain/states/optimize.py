@@ -48,7 +48,7 @@ class OptimizeState(State):
         run.step_optimizer.step()
         run.fire(Event.ON_OPTIMIZER_STEP)
         run.learning_rate = trainer.get_learning_rate()
-        if not (run.scaler_in_use and run.optimizer.step_was_skipped) and not trainer.scheduler_steps_on_metrics:
+        if not (run.steps_may_be_skipped and run.optimizer.step_was_skipped) and not trainer.scheduler_steps_on_metrics:
             run.lr_scheduler.step()
         model.zero_grad()
         state.global_step += 1

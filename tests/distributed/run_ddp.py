@@ -59,7 +59,25 @@ DEFAULTS: dict[str, Any] = {
     "accumulation": 1,
     "resume_by_rank": None,
     "expect_error": False,
+    "optim": "sgd",
+    "zero_stage": None,  # a DeepSpeed ZeRO stage: train under DeepSpeed (TrainingArguments.deepspeed)
+    "bf16": False,
+    "max_grad_norm": 1.0,
 }
+
+
+def deepspeed_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The HF-style DeepSpeed config of a run: every value "auto" (filled from the arguments) but the stage."""
+    if config["zero_stage"] is None:
+        return None
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {"stage": config["zero_stage"]},
+    }
 
 
 def compute_metrics(prediction: Any) -> dict[str, float]:
@@ -137,7 +155,10 @@ def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | Non
         per_device_eval_batch_size=config["eval_batch"],
         max_steps=config["max_steps"],
         learning_rate=config["learning_rate"],
-        optim="sgd",
+        optim=config["optim"],
+        max_grad_norm=config["max_grad_norm"],
+        bf16=config["bf16"],
+        deepspeed=deepspeed_config(config),
         lr_scheduler_type="constant",
         seed=config["seed"],
         save_strategy="steps" if save_steps else "no",
@@ -181,6 +202,8 @@ def run_one(config: dict[str, Any]) -> bool:
             result["checkpoint"] = str(stop.checkpoint)
             result["signal"] = stop.signal_name
         result["global_step"] = trainer.state.global_step
+        result["wrapper"] = type(trainer.model_wrapped).__name__
+        result["is_deepspeed_enabled"] = trainer.is_deepspeed_enabled
         result["log_history"] = trainer.state.log_history
         if config["evaluate"]:
             result["metrics"] = trainer.evaluate(eval_datasets(config))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+from accelerate.utils import FullyShardedDataParallelPlugin
 
 from statetrain import Trainer, TrainingArguments
 from statetrain.engine import scaling
@@ -109,20 +109,27 @@ def test_deepspeed_values_that_contradict_the_arguments_are_refused(tmp_path: Pa
         scaling.deepspeed_config(deepspeed_arguments(tmp_path, optimizer={"type": "AdamW"}))
 
 
-def test_deepspeed_plugin_is_built_when_the_package_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deepspeed_zero3_checkpoints_are_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
-    plugin = scaling.build_deepspeed_plugin(deepspeed_arguments(tmp_path))
-    assert isinstance(plugin, DeepSpeedPlugin)
-    assert plugin.zero_stage == 2
-    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 4
-
-
-def test_deepspeed_checkpoints_are_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
-    training = deepspeed_arguments(tmp_path)
+    training = deepspeed_arguments(tmp_path, zero_optimization={"stage": 3})
     training.save_strategy = "steps"  # type: ignore[assignment]
-    with pytest.raises(NotImplementedError, match="checkpoints under DeepSpeed are not implemented"):
+    with pytest.raises(NotImplementedError, match=r"zero_optimization\.stage=3 and save_strategy='steps'"):
         scaling.build_deepspeed_plugin(training)
+
+
+def test_deepspeed_with_use_cpu_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate silently drops DeepSpeed when its CPU switch is on; statetrain says so instead."""
+    monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
+    with pytest.raises(ValueError, match=r"TrainingArguments\.deepspeed cannot run with use_cpu=True"):
+        scaling.build_deepspeed_plugin(deepspeed_arguments(tmp_path))
+
+
+def test_deepspeed_dtype_follows_the_config() -> None:
+    assert scaling.deepspeed_dtype({"bf16": {"enabled": True}}) == torch.bfloat16
+    assert scaling.deepspeed_dtype({"fp16": {"enabled": "true"}, "bf16": {"enabled": False}}) == torch.float16
+    assert scaling.deepspeed_dtype({"zero_optimization": {"stage": 2}}) == torch.float32
 
 
 def test_missing_deepspeed_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
