@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from statetrain.engine.checkpoint_store import (
+    MANIFEST_NAME,
     PREFIX,
     latest_good_checkpoint,
     read_manifest_metadata,
@@ -204,10 +205,27 @@ class CheckpointMixin:
         verify_checkpoint(path)
         return path
 
+    def locate_checkpoint(self, resume_from_checkpoint: str | bool, name: str) -> Path:
+        """The checkpoint another process verified, as this process sees it (no hashing).
+
+        ``name`` is the folder the verifying process chose; an explicit path keeps its own name, so
+        processes given different paths still disagree visibly.
+        """
+        explicit = resume_from_checkpoint is not True
+        path = Path(str(resume_from_checkpoint)) if explicit else Path(self.args.output_dir) / name
+        if not (path / MANIFEST_NAME).is_file():
+            raise ResumeError(
+                f"{path} has no {MANIFEST_NAME} on this process's file system, though the main process found and "
+                "verified it; every process must see the same output_dir"
+            )
+        return path
+
     def check_resume_compatible(self, path: Path) -> dict[str, Any]:
-        """Refuse a checkpoint whose batch geometry or data differ from this run's, naming each change."""
-        manifest = verify_checkpoint(path)
-        recorded = manifest.get("metadata", {})
+        """Refuse a checkpoint whose batch geometry or data differ from this run's, naming each change.
+
+        The checkpoint was verified when it was resolved, so only its manifest is read here.
+        """
+        recorded = read_manifest_metadata(path)
         if recorded.get("save_only_model"):
             raise ResumeError(
                 f"{path} was written with save_only_model=True: it holds no optimizer, scheduler or RNG "
@@ -224,7 +242,7 @@ class CheckpointMixin:
                 f"resuming from {path} with seed {current['seed']} (the checkpoint used {recorded['seed']})",
                 stacklevel=2,
             )
-        return manifest
+        return recorded
 
     def load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
         state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)

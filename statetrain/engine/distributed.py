@@ -186,30 +186,30 @@ def world_size_mismatch(path: Path, recorded: int, current: int) -> str:
     )
 
 
-def agree_on_checkpoint(args: Any, resolve: Callable[[], Path]) -> Path:
-    """Resolve the checkpoint to resume from on every process and check they all chose the same one.
+def agree_on_checkpoint(args: Any, resolve: Callable[[], Path], locate: Callable[[str], Path]) -> Path:
+    """Resolve the checkpoint to resume from once per copy of the files, and check every process agrees.
 
-    With node-local storage (or a checkpoint that fails to verify on one node only), processes could
-    otherwise resume from different steps and train on silently; a process that cannot resolve one
-    makes every process fail with its reason instead of leaving the others waiting.
+    ``resolve`` finds and verifies a checkpoint (every byte hashed); ``locate`` finds one by folder
+    name without hashing it. Only the processes that write checkpoints verify them: the main process,
+    or each node's main process with ``save_on_each_node`` (one per copy of the files), so a resume
+    reads a large checkpoint once per node instead of once per process. The others take the name
+    the verifiers chose and check that their own view of it exists. With node-local storage (or a
+    checkpoint that fails to verify on one node only), processes could otherwise resume from
+    different steps and train on silently; a process that cannot resolve one makes every process
+    fail with its reason instead of leaving the others waiting.
     """
     world_size = world_size_of(args)
     if world_size <= 1:
         return resolve()
-    chosen: Path | None = None
-    failure: BaseException | None = None
-    try:
-        chosen = resolve()
-        outcome = f"ok:{chosen.name}"
-    except Exception as exc:
-        failure = exc
-        outcome = f"error:{type(exc).__name__}: {exc}"
+    verifies = bool(args.should_save)
+    chosen, failure, outcome = _attempt(resolve) if verifies else (None, None, "skip")
     outcomes = _all_gather_object(outcome, world_size)
-    if failure is not None:
-        raise failure
-    errors = [(rank, text[6:]) for rank, text in enumerate(outcomes) if text.startswith("error:")]
-    if errors:
-        raise RuntimeError(f"process {errors[0][0]} could not find the checkpoint to resume from: {errors[0][1]}")
+    _raise_on_errors(outcomes, failure)
+    verified = sorted({text[3:] for text in outcomes if text.startswith("ok:")})
+    if not verifies:
+        chosen, failure, outcome = _attempt(lambda: locate(verified[0]))
+    outcomes = _all_gather_object(outcome, world_size)
+    _raise_on_errors(outcomes, failure)
     names = sorted({text[3:] for text in outcomes})
     if len(names) > 1:
         by_rank = ", ".join(f"process {rank}: {text[3:]}" for rank, text in enumerate(outcomes))
@@ -219,3 +219,20 @@ def agree_on_checkpoint(args: Any, resolve: Callable[[], Path]) -> Path:
         )
     assert chosen is not None
     return chosen
+
+
+def _attempt(find: Callable[[], Path]) -> tuple[Path | None, BaseException | None, str]:
+    try:
+        chosen = find()
+    except Exception as exc:
+        return None, exc, f"error:{type(exc).__name__}: {exc}"
+    return chosen, None, f"ok:{chosen.name}"
+
+
+def _raise_on_errors(outcomes: list[str], own_failure: BaseException | None) -> None:
+    """Every process raises: its own error as is, or the first other process's, named."""
+    if own_failure is not None:
+        raise own_failure
+    errors = [(rank, text[6:]) for rank, text in enumerate(outcomes) if text.startswith("error:")]
+    if errors:
+        raise RuntimeError(f"process {errors[0][0]} could not find the checkpoint to resume from: {errors[0][1]}")

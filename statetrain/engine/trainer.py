@@ -305,8 +305,12 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         args = self.args
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
-            # every process resolves it; with several, they must agree (or all fail with the reason)
-            checkpoint = agree_on_checkpoint(args, lambda: self.resolve_checkpoint(resume_from_checkpoint))  # type: ignore[arg-type]
+            # verified once per copy of the files; with several processes, they must agree (or all fail)
+            checkpoint = agree_on_checkpoint(
+                args,
+                lambda: self.resolve_checkpoint(resume_from_checkpoint),  # type: ignore[arg-type]
+                lambda name: self.locate_checkpoint(resume_from_checkpoint, name),  # type: ignore[arg-type]
+            )
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(args.seed, deterministic=bool(args.full_determinism))

@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "zero_stage": None,  # a DeepSpeed ZeRO stage: train under DeepSpeed (TrainingArguments.deepspeed)
     "bf16": False,
     "max_grad_norm": 1.0,
+    "count_verifications": False,  # record how many checkpoints this rank verified (hashed every file of)
 }
 
 
@@ -187,6 +188,18 @@ def run_one(config: dict[str, Any]) -> bool:
     result: dict[str, Any] = {"rank": rank, "pid": os.getpid()}
     out.mkdir(parents=True, exist_ok=True)
     ok = True
+    verified: list[str] = []
+    if config["count_verifications"]:
+        from statetrain.engine import checkpoint_store, checkpointing
+
+        original = checkpoint_store.verify_checkpoint
+
+        def counting(path: Path) -> dict[str, Any]:
+            verified.append(Path(path).name)
+            return original(path)
+
+        checkpoint_store.verify_checkpoint = counting  # type: ignore[assignment]
+        checkpointing.verify_checkpoint = counting  # type: ignore[attr-defined]
     try:
         trainer = build_trainer(config, config["batch"], callbacks=[recorder])
         result["world_size"] = trainer.args.world_size
@@ -216,6 +229,7 @@ def run_one(config: dict[str, Any]) -> bool:
         result["ended"] = "error"
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
+    result["verified"] = verified
     result["events"] = recorder.events
     result["step_ends"] = recorder.step_ends
     (out / f"result_{rank}.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")

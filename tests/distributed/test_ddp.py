@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,11 +83,14 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def second_launch(first_launch: Path) -> Path:
     """New processes: resume the resumable run from checkpoint-3; then a run one rank sends SIGTERM to."""
     tmp = first_launch
-    resume = {**RESUMABLE, "out": str(tmp / "resumed"), "resume": str(tmp / "full" / "checkpoint-3")}
+    checkpoint = str(tmp / "full" / "checkpoint-3")
+    resume = {**RESUMABLE, "out": str(tmp / "resumed"), "resume": checkpoint, "count_verifications": True}
+    shutil.copytree(tmp / "full" / "checkpoint-3", tmp / "latest" / "checkpoint-3")
+    latest = {**RESUMABLE, "out": str(tmp / "latest"), "resume": True, "count_verifications": True}
     signalled = {"out": str(tmp / "signalled"), "sigterm_rank": 1, "sigterm_step": 2}
     checkpoints = [str(tmp / "full" / "checkpoint-3"), str(tmp / "full" / "checkpoint-6")]
     split = {**RESUMABLE, "out": str(tmp / "split"), "resume_by_rank": checkpoints, "expect_error": True}
-    check_launch(launch(tmp, [resume, signalled, split]))
+    check_launch(launch(tmp, [resume, latest, signalled, split]))
     return tmp
 
 
@@ -204,6 +208,18 @@ def test_resume_mid_epoch_in_two_processes_is_bit_exact(second_launch: Path) -> 
     full_log = json.loads((second_launch / "full" / "result_0.json").read_text(encoding="utf-8"))["log_history"]
     # the history of steps 1-3 comes back from the checkpoint; steps 4-6 are logged again, identically
     assert [e for e in ranks[0]["log_history"] if "loss" in e] == [e for e in full_log if "loss" in e]
+
+
+def test_only_the_main_process_reads_the_checkpoint_to_verify_it(second_launch: Path) -> None:
+    """A checkpoint is verified (every file hashed) once per copy, here one shared folder, not once per
+    process; the other process takes the verified choice, also when it is "the newest good one"."""
+    full = load_file(str(second_launch / "full" / "params.safetensors"))
+    for run in ("resumed", "latest"):
+        ranks = results(second_launch / run)
+        assert [r["verified"] for r in ranks] == [["checkpoint-3"], []], run
+        assert all(r["ended"] == "trained" and r["step_ends"] == [4, 5, 6] for r in ranks), run
+        resumed = load_file(str(second_launch / run / "params.safetensors"))
+        assert all(torch.equal(resumed[name], tensor) for name, tensor in full.items()), run
 
 
 def test_sigterm_to_one_rank_stops_both_at_one_step_with_one_checkpoint(second_launch: Path) -> None:
