@@ -139,6 +139,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
 
         self._check_evaluation_setup()
         self.optimizer, self.lr_scheduler = optimizers
+        self._optimizer_given = optimizers[0] is not None
         if optimizer_cls_and_kwargs is not None and self.optimizer is not None:
             raise ValueError("Pass either `optimizers` (a built optimizer) or `optimizer_cls_and_kwargs`, not both")
         if self.model_init is not None and (self.optimizer is not None or self.lr_scheduler is not None):
@@ -402,6 +403,20 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
 
         if isinstance(self.optimizer, AcceleratedOptimizer):
             self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
+        if self.deepspeed is not None:
+            # a previous train()'s engine: its gradient hooks on the module go before a new one is built
+            self.accelerator.free_memory()
+            self.deepspeed = None
+        replaced = self.optimizer is not None and not isinstance(self.optimizer, torch.optim.Optimizer)
+        if self.is_deepspeed_enabled and replaced:
+            # DeepSpeed rebuilt the optimizer around its flat partitions; a new engine needs a new one (as HF)
+            if self._optimizer_given:
+                raise RuntimeError(
+                    "train() was called again on a Trainer whose `optimizers` DeepSpeed has taken over (it now steps "
+                    "DeepSpeed's flat partitions); under deepspeed, let the Trainer build the optimizer (optim=...) or "
+                    "build a new Trainer for each train()"
+                )
+            self.optimizer = None
         self.create_optimizer()
         configure_ddp(self.accelerator, self.args, self.model)  # HF's ddp_* options, which depend on the model
         model, optimizer = self.accelerator.prepare(self.model, self.optimizer)

@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "zero_stage": None,  # a DeepSpeed ZeRO stage: train under DeepSpeed (TrainingArguments.deepspeed)
     "bf16": False,
     "max_grad_norm": 1.0,
+    "train_again": False,  # then train() again on the same Trainer from its first checkpoint
     "count_verifications": False,  # record how many checkpoints this rank verified (hashed every file of)
 }
 
@@ -224,6 +225,12 @@ def run_one(config: dict[str, Any]) -> bool:
             model = trainer.accelerator.unwrap_model(trainer.model)
             params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
             save_file(params, str(out / "params.safetensors"))
+        if config["train_again"]:
+            trainer.train(resume_from_checkpoint=str(out / f"checkpoint-{config['save_steps']}"))
+            if rank == 0:
+                model = trainer.accelerator.unwrap_model(trainer.model)
+                params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+                save_file(params, str(out / "params-again.safetensors"))
     except Exception as exc:
         ok = bool(config["expect_error"])
         result["ended"] = "error"

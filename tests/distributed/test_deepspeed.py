@@ -53,7 +53,7 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("deepspeed")
     scenarios = [
         {**ZERO2_WINDOWS, "out": str(tmp / "zero2")},
-        {**ZERO2_RESUMABLE, "out": str(tmp / "zero2-full")},
+        {**ZERO2_RESUMABLE, "out": str(tmp / "zero2-full"), "train_again": True},
         {**ZERO1_BF16_RESUMABLE, "out": str(tmp / "zero1-bf16-full")},
     ]
     done = launch(tmp, scenarios)
@@ -142,6 +142,16 @@ def test_resume_mid_epoch_under_deepspeed_is_bit_exact(second_launch: Path, run:
     full_log = json.loads((second_launch / f"{run}-full" / "result_0.json").read_text(encoding="utf-8"))
     logged = [e for e in ranks[0]["log_history"] if "loss" in e]
     assert logged == [e for e in full_log["log_history"] if "loss" in e]
+
+
+def test_a_second_train_on_the_same_trainer_builds_a_new_engine(first_launch: Path) -> None:
+    """The first engine's hooks are released and a new optimizer is built (as HF re-initialises
+    DeepSpeed); resuming in the same Trainer from its own checkpoint-3 ends where the first run did."""
+    deepspeed_results(first_launch / "zero2-full")
+    full = load_file(str(first_launch / "zero2-full" / "params.safetensors"))
+    again = load_file(str(first_launch / "zero2-full" / "params-again.safetensors"))
+    for name, tensor in full.items():
+        assert torch.equal(again[name], tensor), name
 
 
 def test_resumes_that_do_not_fit_the_partitions_are_refused(second_launch: Path) -> None:
