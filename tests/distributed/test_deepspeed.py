@@ -63,7 +63,8 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def second_launch(first_launch: Path) -> Path:
-    """New processes resume both runs from checkpoint-3; two resumes that do not fit are refused."""
+    """New processes resume both runs from checkpoint-3; two resumes that do not fit are refused; a
+    SIGTERM to one process of a ZeRO-2 run."""
     tmp = first_launch
     checkpoint = str(tmp / "zero2-full" / "checkpoint-3")
     scenarios = [
@@ -75,6 +76,7 @@ def second_launch(first_launch: Path) -> Path:
         },
         {**RESUMABLE, "zero_stage": 1, "out": str(tmp / "other-stage"), "resume": checkpoint, "expect_error": True},
         {**RESUMABLE, "out": str(tmp / "no-deepspeed"), "resume": checkpoint, "expect_error": True},
+        {**ADAM, "zero_stage": 2, "out": str(tmp / "signalled"), "sigterm_rank": 1, "sigterm_step": 2},
     ]
     check_launch(launch(tmp, scenarios))
     return tmp
@@ -187,3 +189,15 @@ def test_a_process_no_launcher_started_runs_deepspeed_as_one_process(tmp_path: P
     reference = one_process_reference(tmp_path / "reference", **{**ADAM, "batch": 4})  # 8 rows a step
     worst = max_difference(load_file(str(tmp_path / "alone" / "params.safetensors")), reference)
     assert worst < 1e-6, f"parameters differ from the run without DeepSpeed by {worst}"
+
+
+def test_sigterm_to_one_process_under_deepspeed_ends_with_one_checkpoint(second_launch: Path) -> None:
+    out = second_launch / "signalled"
+    for result in deepspeed_results(out):
+        assert result["ended"] == "preempted" and result["global_step"] == 2, result
+        assert Path(result["checkpoint"]) == out / "checkpoint-2"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-2"]
+    verify_checkpoint(out / "checkpoint-2")
+    saved = load_tree(out / "checkpoint-2", "optimizer")
+    assert saved["format"] == FORMAT and len(saved["partitions"]) == 2
+    assert saved["engine"]["global_steps"] == 2
