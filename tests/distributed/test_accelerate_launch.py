@@ -11,7 +11,6 @@ environment that names a device, so statetrain must join them over gloo on the C
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,10 +18,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from tests.distributed.launching import launch_env, run_launched
 from tests.distributed.test_ddp import (
-    LAUNCH_TIMEOUT,
     PARITY,
-    REPO_ROOT,
     SCRIPT,
     one_process_reference,
     one_process_reference_init,
@@ -41,26 +39,11 @@ def accelerate_launch(tmp: Path, out: Path) -> subprocess.CompletedProcess[str]:
     config = tmp / "config.json"
     config.write_text(json.dumps({"scenarios": [{**PARITY, "out": str(out)}]}), encoding="utf-8")
     # HF_HOME: no accelerate config file of this machine's user (default_config_file) is read
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO_ROOT),
-        "HF_HOME": str(tmp / "hf_home"),
-    }
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
+    env = launch_env(HF_HOME=str(tmp / "hf_home"))
     command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch"]  # the `accelerate` CLI
     command += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return subprocess.run(
-        [*command, str(SCRIPT), str(config)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
+    return run_launched([*command, str(SCRIPT), str(config)], env)
 
 
 def test_accelerate_launch_trains_two_processes_like_one_process_on_the_global_batch(tmp_path: Path) -> None:

@@ -22,11 +22,10 @@ from safetensors.torch import load_file
 
 from statetrain.engine.checkpoint_store import verify_checkpoint
 from statetrain.engine.checkpointing import ResumeError
+from tests.distributed.launching import TORCHRUN, run_launched
 from tests.distributed.run_ddp import DEFAULTS, build_trainer, eval_datasets
 
 SCRIPT = Path(__file__).with_name("run_ddp.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LAUNCH_TIMEOUT = 240  # a deadlock fails the test instead of hanging it
 PARITY = {"evaluate": True}  # no dropout; 32 rows fill every batch of 4 per process (8 global)
 WINDOWS = {"batch": 2, "accumulation": 2}  # 2 processes x 2 micro-batches x 2 rows: the same 8 per step
 STREAM = {"iterable": True, "max_steps": 4}  # one pass over the 32 rows, 8 per step
@@ -37,18 +36,7 @@ def launch(tmp: Path, scenarios: list[dict[str, Any]]) -> subprocess.CompletedPr
     """Run the scenarios in two processes started by torchrun; CPU only, whatever the machine has."""
     config = tmp / f"config-{len(list(tmp.glob('config-*')))}.json"
     config.write_text(json.dumps({"scenarios": scenarios}), encoding="utf-8")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    return subprocess.run(
-        [*command, str(SCRIPT), str(config)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
+    return run_launched([*TORCHRUN, str(SCRIPT), str(config)])
 
 
 def results(out: Path) -> list[dict[str, Any]]:

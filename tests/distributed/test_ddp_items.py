@@ -10,20 +10,16 @@ process normalises by its own count and the result drifts, which shows the sum i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from safetensors.torch import load_file
 
+from tests.distributed.launching import TORCHRUN, run_launched
 from tests.distributed.run_ddp_items import DEFAULTS, build_trainer
 
 SCRIPT = Path(__file__).with_name("run_ddp_items.py")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LAUNCH_TIMEOUT = 240
 
 SCENARIOS = {
     "kwargs": {"model": "kwargs", "average": True},
@@ -38,18 +34,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = tmp / "config.json"
     scenarios = [{**changes, "out": str(tmp / name)} for name, changes in SCENARIOS.items()]
     config.write_text(json.dumps({"scenarios": scenarios}), encoding="utf-8")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*command, str(SCRIPT), str(config)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
+    done = run_launched([*TORCHRUN, str(SCRIPT), str(config)])
     assert done.returncode == 0, f"torchrun exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return tmp
 

@@ -10,8 +10,6 @@ asserts that the world size really was 2 and that the model really was a DeepSpe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,9 @@ from safetensors.torch import load_file
 from statetrain.engine.checkpoint_store import verify_checkpoint
 from statetrain.engine.deepspeed_state import FORMAT
 from statetrain.engine.tensor_tree import load_tree
+from tests.distributed.launching import run_launched
 from tests.distributed.run_ddp import DEFAULTS, eval_datasets
 from tests.distributed.test_ddp import (
-    LAUNCH_TIMEOUT,
-    REPO_ROOT,
     SCRIPT,
     check_launch,
     launch,
@@ -171,17 +168,7 @@ def test_a_process_no_launcher_started_runs_deepspeed_as_one_process(tmp_path: P
     scenario = {**ADAM, "zero_stage": 2, "out": str(tmp_path / "alone"), "batch": 8}
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"scenarios": [scenario]}), encoding="utf-8")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(config)],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
+    done = run_launched([sys.executable, str(SCRIPT), str(config)])  # no launcher
     assert done.returncode == 0, f"exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     result = json.loads((tmp_path / "alone" / "result_0.json").read_text(encoding="utf-8"))
     assert result["world_size"] == result["torch_world_size"] == 1
