@@ -91,16 +91,26 @@ def one_process_reference(out: Path, **changes: Any) -> Any:
     return trainer
 
 
+def max_difference(params: dict[str, torch.Tensor], trainer: Any) -> float:
+    """The largest difference between saved parameters and a trainer's (same names required)."""
+    expected = {name: p.detach() for name, p in trainer.model.named_parameters()}
+    assert params.keys() == expected.keys()
+    return max(float((params[name] - expected[name]).abs().max()) for name in expected)
+
+
+def assert_trained_like(params_file: Path, reference: Any) -> None:
+    """The launched run's parameters equal the one-process reference's within 1e-6, and really moved."""
+    worst = max_difference(load_file(str(params_file)), reference)
+    assert worst < 1e-6, f"parameters differ from the one-process run by {worst}"
+    start = one_process_reference_init()
+    moved = max(float((reference.model.get_parameter(n).detach() - p).abs().max()) for n, p in start.items())
+    assert moved > 1e-2  # the runs really trained
+
+
 def test_two_processes_train_like_one_process_on_the_global_batch(first_launch: Path, tmp_path: Path) -> None:
     ranks = results(first_launch / "parity")
     reference = one_process_reference(tmp_path, **PARITY)
-    params = load_file(str(first_launch / "parity" / "params.safetensors"))
-    expected = {name: p.detach() for name, p in reference.model.named_parameters()}
-    assert params.keys() == expected.keys()
-    worst = max(float((params[name] - expected[name]).abs().max()) for name in expected)
-    assert worst < 1e-6, f"parameters differ from the one-process run by {worst}"
-    moved = max(float((expected[n] - p).abs().max()) for n, p in one_process_reference_init().items())
-    assert moved > 1e-2  # the runs really trained
+    assert_trained_like(first_launch / "parity" / "params.safetensors", reference)
     # the logged training loss is the mean over both processes, as on one process
     losses = [[e["loss"] for e in r["log_history"] if "loss" in e] for r in ranks]
     reference_losses = [e["loss"] for e in reference.state.log_history if "loss" in e]

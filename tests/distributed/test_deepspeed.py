@@ -27,6 +27,7 @@ from tests.distributed.test_ddp import (
     SCRIPT,
     check_launch,
     launch,
+    max_difference,
     one_process_reference,
     results,
 )
@@ -77,12 +78,6 @@ def second_launch(first_launch: Path) -> Path:
     ]
     check_launch(launch(tmp, scenarios))
     return tmp
-
-
-def max_difference(params: dict[str, torch.Tensor], trainer: Any) -> float:
-    expected = {name: p.detach() for name, p in trainer.model.named_parameters()}
-    assert params.keys() == expected.keys()
-    return max(float((params[name] - expected[name]).abs().max()) for name in expected)
 
 
 def test_zero2_in_two_processes_trains_like_one_process_without_deepspeed(first_launch: Path, tmp_path: Path) -> None:
