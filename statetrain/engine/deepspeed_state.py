@@ -1,17 +1,18 @@
-"""DeepSpeed ZeRO (stages 0-2) optimizer state in a statetrain checkpoint, without DeepSpeed's pickles.
+"""DeepSpeed ZeRO state in a statetrain checkpoint, without DeepSpeed's pickles.
 
 DeepSpeed's own checkpoint (``engine.save_checkpoint``) is a set of ``torch.save`` files, which
-statetrain never reads. Its state is small to describe, though: under ZeRO stages 0-2 every
-process holds the full model (restored from ``model.safetensors`` as in any run) plus *its* part
-of the optimizer: a plain torch optimizer over fp32 master tensors (flat partitions of the
-parameters under ZeRO-1/2, full copies under stage 0), a loss scaler and the engine's step
-counters. Each process's part is gathered to the writer and saved like any other state tree
-(JSON + safetensors); on resume every process loads its own part back into the same objects
-DeepSpeed built, so the run continues bit for bit.
+statetrain never reads. Its state is small to describe, though: the model (whole on every process
+under ZeRO 0-2, gathered from the partitions under ZeRO-3) goes to ``model.safetensors`` as in any
+run, and each process holds *its* part of the optimizer: a plain torch optimizer over fp32 master
+tensors (flat partitions of the parameters, full copies under stage 0), a loss scaler and the
+engine's step counters. Each process's part is gathered to the writer and saved like any other
+state tree (JSON + safetensors); on resume every process loads its own part back into the same
+objects DeepSpeed built (under ZeRO-3 through DeepSpeed's own loader of that state, which also
+refreshes the 16-bit partitions), so the run continues bit for bit.
 
-The parts are laid out for the process count that wrote them; a resume with another count is
-refused before anything is loaded (the checkpoint records the world size). ZeRO-3 partitions the
-model itself and is refused when the arguments ask for checkpoints (see ``scaling``).
+The parts are laid out for the process count and stage that wrote them; a resume with another
+count is refused before anything is loaded (the checkpoint records the world size), another stage
+when the parts are read.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 FORMAT = "statetrain-deepspeed-zero-partitions"
 ENGINE_COUNTERS = ("global_steps", "global_samples", "micro_steps", "skipped_steps")
 SCALER_FIELDS = ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
+# the keys of DeepSpeed's ZeRO-3 rigid state (deepspeed.checkpoint.constants), spelled here to keep
+# deepspeed an optional import
+_OPTIMIZER_STATE_DICT = "optimizer_state_dict"
+_FP32_FLAT_GROUPS = "fp32_flat_groups"
+_LOSS_SCALER = "loss_scaler"
 
 
 def is_deepspeed_engine(model: Any) -> bool:
@@ -30,10 +37,38 @@ def is_deepspeed_engine(model: Any) -> bool:
     return any(cls.__name__ == "DeepSpeedEngine" for cls in type(model).__mro__)
 
 
-def deepspeed_module(engine: Any) -> torch.nn.Module:
+def deepspeed_module(engine: Any) -> nn.Module:
     """The user's module inside a DeepSpeed engine."""
-    module: torch.nn.Module = engine.module
+    module: nn.Module = engine.module
     return module
+
+
+def own_storage_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with tied tensors once (the first name, as HF keeps) and each in its own storage.
+
+    DeepSpeed ZeRO turns every parameter into a view of one flat buffer, which safetensors refuses
+    to save as is (no name covers the whole storage); copies of the views save like any tensor.
+    """
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]] = set()
+    for name, tensor in module.state_dict().items():
+        identity = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+        if identity in seen and tensor.numel() > 0:
+            continue
+        seen.add(identity)
+        state[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
+    return state
+
+
+def deepspeed_model_state(engine: Any) -> dict[str, torch.Tensor]:
+    """The whole module of a DeepSpeed engine (collective under ZeRO-3, which partitions the parameters)."""
+    module = deepspeed_module(engine)
+    if _stage(engine) < 3:
+        return own_storage_state(module)
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        return own_storage_state(module)
 
 
 def _base_optimizer(engine: Any) -> torch.optim.Optimizer:
@@ -57,13 +92,22 @@ def _stage(engine: Any) -> int:
 
 
 def capture_partition(engine: Any) -> dict[str, Any]:
-    """This process's part of the optimizer: the base optimizer's state, its fp32 masters, the loss scale."""
-    base = _base_optimizer(engine)
+    """This process's part of the optimizer: the base optimizer's state, its fp32 masters, the loss scale.
+
+    Under ZeRO-3 the base optimizer sees its fp32 partitions only while DeepSpeed lends them to it
+    (``_rigid_state_dict``, the state DeepSpeed itself checkpoints); the masters are those partitions.
+    """
     scaler = _loss_scaler(engine)
+    scale = {name: getattr(scaler, name) for name in SCALER_FIELDS if hasattr(scaler, name)}
+    if _stage(engine) >= 3:
+        rigid = engine.optimizer._rigid_state_dict()
+        flat = [t.detach() for t in rigid[_FP32_FLAT_GROUPS]]
+        return {"base_optimizer": rigid[_OPTIMIZER_STATE_DICT], "masters": [flat], "loss_scaler": scale}
+    base = _base_optimizer(engine)
     return {
         "base_optimizer": base.state_dict(),
         "masters": [[param.detach() for param in group["params"]] for group in base.param_groups],
-        "loss_scaler": {name: getattr(scaler, name) for name in SCALER_FIELDS if hasattr(scaler, name)},
+        "loss_scaler": scale,
     }
 
 
@@ -74,11 +118,6 @@ def gather_deepspeed_state(engine: Any) -> dict[str, Any]:
     (``save_on_each_node``) has all of them.
     """
     stage = _stage(engine)
-    if stage >= 3:
-        raise NotImplementedError(
-            "checkpoints under DeepSpeed ZeRO-3 are not implemented: set zero_optimization.stage to 0-2, "
-            "save_strategy='no', or use fsdp"
-        )
     part = capture_partition(engine)
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     parts: list[Any] = [part]
@@ -99,12 +138,12 @@ def holds_deepspeed_partitions(tree: Any) -> bool:
     return isinstance(tree, dict) and tree.get("format") == FORMAT
 
 
-def _check_shapes(saved: list[list[torch.Tensor]], base: torch.optim.Optimizer, where: str) -> None:
-    live = [[tuple(p.shape) for p in group["params"]] for group in base.param_groups]
+def _check_shapes(saved: list[list[torch.Tensor]], live: list[list[torch.Tensor]], where: str) -> None:
+    shapes = [[tuple(t.shape) for t in group] for group in live]
     kept = [[tuple(t.shape) for t in group] for group in saved]
-    if live != kept:
+    if shapes != kept:
         raise ValueError(
-            f"{where}: the saved DeepSpeed master partitions have shapes {kept}, this run's have {live}; "
+            f"{where}: the saved DeepSpeed master partitions have shapes {kept}, this run's have {shapes}; "
             "the model, the parameter groups or the DeepSpeed configuration changed since the checkpoint"
         )
 
@@ -125,15 +164,31 @@ def restore_deepspeed_state(engine: Any, tree: dict[str, Any], where: str = "opt
             f"this run has stage {stage} with {world_size}: the partitions do not fit"
         )
     part = tree["partitions"][rank]
-    base = _base_optimizer(engine)
-    _check_shapes(part["masters"], base, where)
-    with torch.no_grad():
-        for group, saved in zip(base.param_groups, part["masters"], strict=True):
-            for param, value in zip(group["params"], saved, strict=True):
-                param.copy_(value)
-    base.load_state_dict(part["base_optimizer"])
     scaler = _loss_scaler(engine)
     for name, value in part["loss_scaler"].items():
         setattr(scaler, name, value)
+    if stage >= 3:
+        _restore_zero3(engine.optimizer, part, where)
+    else:
+        base = _base_optimizer(engine)
+        _check_shapes(part["masters"], [group["params"] for group in base.param_groups], where)
+        with torch.no_grad():
+            for group, saved in zip(base.param_groups, part["masters"], strict=True):
+                for param, value in zip(group["params"], saved, strict=True):
+                    param.copy_(value)
+        base.load_state_dict(part["base_optimizer"])
     for name, value in tree["engine"].items():
         setattr(engine, name, value)
+
+
+def _restore_zero3(optimizer: Any, part: dict[str, Any], where: str) -> None:
+    """ZeRO-3: DeepSpeed's own loader of its rigid state (fp32 partitions, then the 16-bit ones from them)."""
+    _check_shapes(part["masters"], [list(optimizer.fp32_partitioned_groups_flat)], where)
+    rigid = {
+        _LOSS_SCALER: optimizer.loss_scaler,
+        "dynamic_loss_scale": optimizer.dynamic_loss_scale,
+        "overflow": False,
+        _OPTIMIZER_STATE_DICT: part["base_optimizer"],
+        _FP32_FLAT_GROUPS: part["masters"][0],
+    }
+    optimizer._rigid_load_state_dict(rigid, load_optimizer_states=True)

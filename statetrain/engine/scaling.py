@@ -231,13 +231,11 @@ def build_deepspeed_plugin(args: Any) -> Any:
             "install it (pip install deepspeed) or leave deepspeed unset"
         )
     stage = int(config.get("zero_optimization", {}).get("stage", 0))
-    save_strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
-    if stage == 3 and (save_strategy != "no" or getattr(args, "load_best_model_at_end", False)):
+    if stage == 3 and getattr(args, "load_best_model_at_end", False):
         raise NotImplementedError(
-            f"TrainingArguments.deepspeed with zero_optimization.stage=3 and save_strategy={save_strategy!r}: "
-            "statetrain checkpoints DeepSpeed ZeRO stages 0-2 only (ZeRO-3 partitions the model itself, and "
-            "DeepSpeed's own format for it is pickles, which statetrain never reads); use stage 2, or "
-            "save_strategy='no', or fsdp"
+            "TrainingArguments.deepspeed with zero_optimization.stage=3 and load_best_model_at_end: ZeRO-3 "
+            "partitions the model, and loading the best checkpoint's weights back into the partitions is not "
+            "implemented; use stage 2, or leave load_best_model_at_end off and load the checkpoint afterwards"
         )
     if args.use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in _TRUE:
         raise ValueError(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from statetrain.engine.deepspeed_state import (
-    deepspeed_module,
+    deepspeed_model_state,
     gather_deepspeed_state,
     holds_deepspeed_partitions,
     is_deepspeed_engine,
@@ -52,31 +52,15 @@ def _full_options() -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def own_storage_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.state_dict()`` with tied tensors once (the first name, as HF keeps) and each in its own storage.
-
-    DeepSpeed ZeRO turns every parameter into a view of one flat buffer, which safetensors refuses
-    to save as is (no name covers the whole storage); copies of the views save like any tensor.
-    """
-    state: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]] = set()
-    for name, tensor in module.state_dict().items():
-        identity = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
-        if identity in seen and tensor.numel() > 0:
-            continue
-        seen.add(identity)
-        state[name] = tensor.detach().clone(memory_format=torch.contiguous_format)
-    return state
-
-
 def gather_model_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     """The full state dict of a sharded model (collective; filled on the main process, empty elsewhere).
 
-    FSDP: gathered from the shards. DeepSpeed ZeRO 0-2: the whole module, copied out of DeepSpeed's
-    flat buffers. None otherwise: the caller saves the module as usual.
+    FSDP: gathered from the shards. DeepSpeed: the whole module, copied out of DeepSpeed's flat
+    buffers (gathered from the partitions under ZeRO-3). None otherwise: the caller saves the module
+    as usual.
     """
     if is_deepspeed_engine(model):
-        return own_storage_state(deepspeed_module(model))
+        return deepspeed_model_state(model)
     if not is_fsdp(model):
         return None
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -119,12 +103,11 @@ def gather_for_checkpoint(
 ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
     """What a sharded model's checkpoint holds instead of the plain state dicts (collective).
 
-    FSDP: the full model and optimizer state. DeepSpeed ZeRO 0-2: the module copied out of its flat
-    buffers (it is whole on every process) and every process's optimizer partition. Otherwise
-    ``(None, None)``.
+    FSDP: the full model and optimizer state. DeepSpeed: the whole module and every process's
+    optimizer partition. Otherwise ``(None, None)``.
     """
     if is_deepspeed_engine(model):
-        return own_storage_state(deepspeed_module(model)), None if save_only_model else gather_deepspeed_state(model)
+        return deepspeed_model_state(model), None if save_only_model else gather_deepspeed_state(model)
     if not is_fsdp(model):
         return None, None
     raw = getattr(optimizer, "optimizer", optimizer)

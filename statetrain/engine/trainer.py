@@ -404,6 +404,11 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         if isinstance(self.optimizer, AcceleratedOptimizer):
             self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
         if self.deepspeed is not None:
+            if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                raise RuntimeError(
+                    "train() was already called on this Trainer under DeepSpeed ZeRO-3, which left the model's "
+                    "parameters partitioned; build a new Trainer (with resume_from_checkpoint to continue)"
+                )
             # a previous train()'s engine: its gradient hooks on the module go before a new one is built
             self.accelerator.free_memory()
             self.deepspeed = None

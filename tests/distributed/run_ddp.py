@@ -36,6 +36,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from statetrain.engine.preemption import TrainingPreempted  # noqa: E402
+from statetrain.engine.sharded import gather_model_state  # noqa: E402
 from tests.helpers import TinyRegressor, regression_rows  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
@@ -181,6 +182,17 @@ def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | Non
     )
 
 
+def save_params(trainer: Trainer, path: Path) -> None:
+    """Rank 0 writes the trained parameters (gathered first, by every rank, when DeepSpeed partitions them)."""
+    gathered = gather_model_state(trainer.model_wrapped)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    names = [name for name, _ in model.named_parameters()]
+    state = gathered if gathered is not None else dict(model.named_parameters())
+    save_file({name: state[name].detach().cpu().contiguous() for name in names}, str(path))
+
+
 def run_one(config: dict[str, Any]) -> bool:
     rank = int(os.environ.get("RANK", "0"))
     out = Path(config["out"])
@@ -221,16 +233,10 @@ def run_one(config: dict[str, Any]) -> bool:
         result["log_history"] = trainer.state.log_history
         if config["evaluate"]:
             result["metrics"] = trainer.evaluate(eval_datasets(config))
-        if rank == 0:
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
-            save_file(params, str(out / "params.safetensors"))
+        save_params(trainer, out / "params.safetensors")
         if config["train_again"]:
             trainer.train(resume_from_checkpoint=str(out / f"checkpoint-{config['save_steps']}"))
-            if rank == 0:
-                model = trainer.accelerator.unwrap_model(trainer.model)
-                params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
-                save_file(params, str(out / "params-again.safetensors"))
+            save_params(trainer, out / "params-again.safetensors")
     except Exception as exc:
         ok = bool(config["expect_error"])
         result["ended"] = "error"

@@ -36,6 +36,7 @@ ADAM = {"optim": "adamw_torch", "learning_rate": 0.01}  # an optimizer with stat
 ZERO2_WINDOWS = {**ADAM, "zero_stage": 2, "batch": 2, "accumulation": 2, "evaluate": True}  # 8 rows a step
 RESUMABLE = {**ADAM, "save_steps": 3, "dropout": 0.2, "diverge_rng": True}  # checkpoint-3 is mid-epoch
 ZERO2_RESUMABLE = {**RESUMABLE, "zero_stage": 2}
+ZERO3_RESUMABLE = {**RESUMABLE, "zero_stage": 3}
 ZERO1_BF16_RESUMABLE = {**RESUMABLE, "zero_stage": 1, "bf16": True}
 
 
@@ -51,8 +52,10 @@ def first_launch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("deepspeed")
     scenarios = [
         {**ZERO2_WINDOWS, "out": str(tmp / "zero2")},
+        {**ZERO2_WINDOWS, "zero_stage": 3, "out": str(tmp / "zero3")},
         {**ZERO2_RESUMABLE, "out": str(tmp / "zero2-full"), "train_again": True},
         {**ZERO1_BF16_RESUMABLE, "out": str(tmp / "zero1-bf16-full")},
+        {**ZERO3_RESUMABLE, "out": str(tmp / "zero3-full")},
     ]
     done = launch(tmp, scenarios)
     check_launch(done)
@@ -72,6 +75,7 @@ def second_launch(first_launch: Path) -> Path:
             "out": str(tmp / "zero1-bf16-resumed"),
             "resume": str(tmp / "zero1-bf16-full" / "checkpoint-3"),
         },
+        {**ZERO3_RESUMABLE, "out": str(tmp / "zero3-resumed"), "resume": str(tmp / "zero3-full" / "checkpoint-3")},
         {**RESUMABLE, "zero_stage": 1, "out": str(tmp / "other-stage"), "resume": checkpoint, "expect_error": True},
         {**RESUMABLE, "out": str(tmp / "no-deepspeed"), "resume": checkpoint, "expect_error": True},
         {**ADAM, "zero_stage": 2, "out": str(tmp / "signalled"), "sigterm_rank": 1, "sigterm_step": 2},
@@ -80,12 +84,15 @@ def second_launch(first_launch: Path) -> Path:
     return tmp
 
 
-def test_zero2_in_two_processes_trains_like_one_process_without_deepspeed(first_launch: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", ["zero2", "zero3"])
+def test_zero_in_two_processes_trains_like_one_process_without_deepspeed(
+    first_launch: Path, tmp_path: Path, run: str
+) -> None:
     """Micro-batches, accumulation at DeepSpeed's boundary, averaged gradients, clipping, AdamW and the
     schedule all match: the same 8 rows per step on one process give the same parameters and losses."""
-    ranks = deepspeed_results(first_launch / "zero2")
+    ranks = deepspeed_results(first_launch / run)
     reference = one_process_reference(tmp_path, **{**ADAM, "batch": 4})  # 8 rows a step, no accumulation
-    params = load_file(str(first_launch / "zero2" / "params.safetensors"))
+    params = load_file(str(first_launch / run / "params.safetensors"))
     worst = max_difference(params, reference)
     assert worst < 1e-6, f"parameters differ from the one-process run by {worst}"
     losses = [e["loss"] for e in ranks[0]["log_history"] if "loss" in e]
@@ -122,7 +129,7 @@ def test_checkpoints_hold_every_partition_without_a_pickle(first_launch: Path) -
     assert not torch.equal(saved["partitions"][0]["masters"][0][0], saved["partitions"][1]["masters"][0][0])
 
 
-@pytest.mark.parametrize("run", ["zero2", "zero1-bf16"])
+@pytest.mark.parametrize("run", ["zero2", "zero1-bf16", "zero3"])
 def test_resume_mid_epoch_under_deepspeed_is_bit_exact(second_launch: Path, run: str) -> None:
     ranks = deepspeed_results(second_launch / f"{run}-resumed")
     assert all(r["ended"] == "trained" and r["global_step"] == 6 for r in ranks)

@@ -109,13 +109,13 @@ def test_deepspeed_values_that_contradict_the_arguments_are_refused(tmp_path: Pa
         scaling.deepspeed_config(deepspeed_arguments(tmp_path, optimizer={"type": "AdamW"}))
 
 
-def test_deepspeed_zero3_checkpoints_are_refused_before_training(
+def test_deepspeed_zero3_with_load_best_model_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
     training = deepspeed_arguments(tmp_path, zero_optimization={"stage": 3})
-    training.save_strategy = "steps"  # type: ignore[assignment]
-    with pytest.raises(NotImplementedError, match=r"zero_optimization\.stage=3 and save_strategy='steps'"):
+    training.load_best_model_at_end = True
+    with pytest.raises(NotImplementedError, match=r"zero_optimization\.stage=3 and load_best_model_at_end"):
         scaling.build_deepspeed_plugin(training)
 
 
