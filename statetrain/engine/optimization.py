@@ -22,6 +22,39 @@ class OptimizationMixin:
         lr_scheduler: Any
         optimizer_cls_and_kwargs: tuple[Any, dict[str, Any]] | None
         _created_lr_scheduler: bool
+        _optimizer_given: bool
+        accelerator: Any
+        deepspeed: nn.Module | None
+        is_deepspeed_enabled: bool
+
+    def _reclaim_optimizer(self) -> None:
+        """Unwrap (or drop) what a previous ``train()`` prepared, so the next one wraps it once.
+
+        accelerate's wrapper is taken off; under DeepSpeed the previous engine is released (its
+        gradient hooks stay on the module otherwise) and its optimizer, rebuilt by DeepSpeed around
+        its flat partitions, is dropped for a new one, as HF's ``deepspeed_init`` does.
+        """
+        from accelerate.optimizer import AcceleratedOptimizer
+
+        if isinstance(self.optimizer, AcceleratedOptimizer):
+            self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
+        if self.deepspeed is not None:
+            if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                raise RuntimeError(
+                    "train() was already called on this Trainer under DeepSpeed ZeRO-3, which left the model's "
+                    "parameters partitioned; build a new Trainer (with resume_from_checkpoint to continue)"
+                )
+            self.accelerator.free_memory()  # destroys the engine, which removes its hooks
+            self.deepspeed = None
+        replaced = self.optimizer is not None and not isinstance(self.optimizer, torch.optim.Optimizer)
+        if self.is_deepspeed_enabled and replaced:
+            if self._optimizer_given:
+                raise RuntimeError(
+                    "train() was called again on a Trainer whose `optimizers` DeepSpeed has taken over (it now steps "
+                    "DeepSpeed's flat partitions); under deepspeed, let the Trainer build the optimizer (optim=...) or "
+                    "build a new Trainer for each train()"
+                )
+            self.optimizer = None
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)

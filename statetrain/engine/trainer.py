@@ -401,27 +401,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         """Optimizer, ``accelerator.prepare``, schedule; then the fast paths the configuration allows."""
         from accelerate.optimizer import AcceleratedOptimizer
 
-        if isinstance(self.optimizer, AcceleratedOptimizer):
-            self.optimizer = self.optimizer.optimizer  # never wrap twice across train() calls
-        if self.deepspeed is not None:
-            if self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-                raise RuntimeError(
-                    "train() was already called on this Trainer under DeepSpeed ZeRO-3, which left the model's "
-                    "parameters partitioned; build a new Trainer (with resume_from_checkpoint to continue)"
-                )
-            # a previous train()'s engine: its gradient hooks on the module go before a new one is built
-            self.accelerator.free_memory()
-            self.deepspeed = None
-        replaced = self.optimizer is not None and not isinstance(self.optimizer, torch.optim.Optimizer)
-        if self.is_deepspeed_enabled and replaced:
-            # DeepSpeed rebuilt the optimizer around its flat partitions; a new engine needs a new one (as HF)
-            if self._optimizer_given:
-                raise RuntimeError(
-                    "train() was called again on a Trainer whose `optimizers` DeepSpeed has taken over (it now steps "
-                    "DeepSpeed's flat partitions); under deepspeed, let the Trainer build the optimizer (optim=...) or "
-                    "build a new Trainer for each train()"
-                )
-            self.optimizer = None
+        self._reclaim_optimizer()  # what a previous train() prepared
         self.create_optimizer()
         configure_ddp(self.accelerator, self.args, self.model)  # HF's ddp_* options, which depend on the model
         model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
