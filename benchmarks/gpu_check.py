@@ -9,6 +9,8 @@ GPU. Each check runs in a fresh subprocess (clean CUDA and accelerate state) and
 * ``cuda_rng_resume``: a run with dropout on the GPU (its masks draw from the CUDA generator) saved at
   step 30 of 60, resumed from that checkpoint in a new process, must end with parameters and logged
   losses identical to the uninterrupted run (``full_determinism=True``).
+* ``deepspeed_resume``: the same resume check under DeepSpeed ZeRO-2 in bf16 (one process, the
+  one-process group statetrain sets up), from statetrain's pickle-free DeepSpeed checkpoint.
 * ``throughput``: the same workload (MLP 1024 wide, batch 256, AdamW, 300 steps, fp32) as a
   hand-written loop and as ``Trainer.train()``; the ratio of their times is reported against a 1.15
   target. A ratio above it is reported, not failed: a shared GPU is noisy.
@@ -38,7 +40,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-CHECKS = ("bf16", "fp16", "cuda_rng_resume", "throughput")
+CHECKS = ("bf16", "fp16", "cuda_rng_resume", "deepspeed_resume", "throughput")
+DEEPSPEED_ZERO2 = {
+    "train_micro_batch_size_per_gpu": "auto",
+    "train_batch_size": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "bf16": {"enabled": "auto"},
+    "zero_optimization": {"stage": 2},
+}
 RESULT_MARK = "@@gpu-check "
 NO_CUDA_EXIT = 2
 THROUGHPUT_TARGET = 1.15
@@ -145,19 +155,34 @@ def check_precision(kind: str, out: str, cpu: bool, steps: int) -> dict[str, Any
     return result
 
 
-def rng_run(out: str, cpu: bool, steps: int, resume: str | None) -> dict[str, Any]:
-    """One leg of the resume check: train with dropout, saving half-way; report params and losses."""
+def rng_run(out: str, cpu: bool, steps: int, resume: str | None, deepspeed: bool = False) -> dict[str, Any]:
+    """One leg of the resume check: train with dropout, saving half-way; report params and losses.
+
+    With ``deepspeed``, under ZeRO-2 in bf16 (DeepSpeed refuses ``use_cpu``; on a machine without a
+    GPU it runs on the CPU anyway).
+    """
     import hashlib
+
+    import torch
 
     from statetrain import Trainer
 
-    args = _arguments(out, cpu, max_steps=steps, save_strategy="steps", save_steps=steps // 2, full_determinism=True)
+    engine: dict[str, Any] = {"deepspeed": DEEPSPEED_ZERO2, "bf16": True} if deepspeed else {}
+    args = _arguments(
+        out,
+        cpu and not deepspeed,
+        max_steps=steps,
+        save_strategy="steps",
+        save_steps=steps // 2,
+        full_determinism=True,
+        **engine,
+    )
     trainer = Trainer(model=_model(256, 3, 0.3), args=args, train_dataset=_rows(steps * 64 // 2))
     trainer.train(resume_from_checkpoint=resume)
     digest = hashlib.sha256()
     for name, param in sorted(trainer.model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return {"params_sha256": digest.hexdigest(), "losses": _losses(trainer)}
 
 
@@ -226,7 +251,7 @@ def worker(name: str, out: str, cpu: bool, extra: dict[str, Any]) -> dict[str, A
     if name in ("bf16", "fp16"):
         return check_precision(name, out, cpu, 30 if small else 120)
     if name == "rng_run":
-        return rng_run(out, cpu, 20 if small else 60, extra.get("resume"))
+        return rng_run(out, cpu, 20 if small else 60, extra.get("resume"), bool(extra.get("deepspeed")))
     if name == "throughput":
         return throughput(cpu, 40 if small else 300)
     raise SystemExit(f"unknown worker {name!r}")
@@ -251,15 +276,15 @@ def run_worker(name: str, out: str, cpu: bool, **extra: Any) -> dict[str, Any]:
     return {"ok": False, "problems": [f"worker exited {done.returncode}: {done.stderr[-2000:]}"]}
 
 
-def check_rng_resume(cpu: bool) -> dict[str, Any]:
+def check_rng_resume(cpu: bool, **extra: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as full_dir, tempfile.TemporaryDirectory() as resumed_dir:
-        full = run_worker("rng_run", full_dir, cpu)
+        full = run_worker("rng_run", full_dir, cpu, **extra)
         if "params_sha256" not in full:
             return full
         checkpoints = sorted(Path(full_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         if not checkpoints:
             return {"ok": False, "problems": ["the uninterrupted run wrote no checkpoint"]}
-        resumed = run_worker("rng_run", resumed_dir, cpu, resume=str(checkpoints[0]))
+        resumed = run_worker("rng_run", resumed_dir, cpu, resume=str(checkpoints[0]), **extra)
         if "params_sha256" not in resumed:
             return resumed
     problems = []
@@ -302,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         begin = time.perf_counter()
         if name == "cuda_rng_resume":
             result = check_rng_resume(options.smoke_cpu)
+        elif name == "deepspeed_resume":
+            result = check_rng_resume(options.smoke_cpu, deepspeed=True)
         else:
             with tempfile.TemporaryDirectory() as out:
                 result = run_worker(name, out, options.smoke_cpu)

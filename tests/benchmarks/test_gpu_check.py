@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -39,3 +42,22 @@ def test_a_failed_check_fails_the_script(monkeypatch: pytest.MonkeyPatch, capsys
     assert script.main(["--only", "bf16", "fp16"]) == 1
     out = capsys.readouterr().out
     assert "fp16             FAILED" in out and "the loss did not fall" in out
+
+
+@pytest.mark.slow
+def test_the_cpu_smoke_run_passes_its_correctness_checks() -> None:
+    """The script cannot run on a GPU here; its plumbing (workers, checkpoints, resume comparisons,
+    DeepSpeed in a process no launcher started) runs on CPU so it does not rot unseen."""
+    only = ["bf16", "cuda_rng_resume", "deepspeed_resume"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke-cpu", "--only", *only],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    lines = {
+        line.split()[0]: line.split()[1] for line in done.stdout.splitlines() if line.split()[:1] in ([n] for n in only)
+    }
+    assert lines == dict.fromkeys(only, "ok"), done.stdout
