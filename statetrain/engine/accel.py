@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import (
     DataLoaderConfiguration,
     DistributedDataParallelKwargs,
@@ -52,8 +53,6 @@ def build_accelerator(args: Any) -> Accelerator:
     if getattr(args, "parallelism_config", None) is not None:
         extra["parallelism_config"] = args.parallelism_config  # accelerate checks it, as in HF
     deepspeed_plugin = build_deepspeed_plugin(args)
-    from accelerate.state import AcceleratorState
-
     if deepspeed_plugin is not None or AcceleratorState._shared_state.get("deepspeed_plugins") is not None:
         # accelerate takes a DeepSpeed plugin only from the first Accelerator of a state, and keeps it
         # for later ones; each Trainer brings its own (HF resets the whole state per TrainingArguments)

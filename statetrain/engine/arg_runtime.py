@@ -126,13 +126,9 @@ def _deepspeed_partial_state(settings: RuntimeSettings, timeout: timedelta) -> A
     import torch
     from accelerate.state import PartialState
 
-    from statetrain.engine.scaling import deepspeed_available
+    from statetrain.engine.scaling import require_deepspeed
 
-    if not deepspeed_available():
-        raise ImportError(
-            "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
-            "install it (pip install deepspeed) or leave deepspeed unset"
-        )
+    require_deepspeed()
     _one_process_rendezvous()
     backend = settings.ddp_backend
     if backend is None and not torch.cuda.is_available():

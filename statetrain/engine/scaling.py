@@ -217,6 +217,15 @@ def deepspeed_available() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
 
+def require_deepspeed() -> None:
+    """Raise ImportError naming the argument and the package when ``deepspeed`` is not installed."""
+    if not deepspeed_available():
+        raise ImportError(
+            "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
+            "install it (pip install deepspeed) or leave deepspeed unset"
+        )
+
+
 def build_deepspeed_plugin(args: Any) -> Any:
     """accelerate's ``DeepSpeedPlugin`` from ``deepspeed``; None when the argument is not set.
 
@@ -225,11 +234,7 @@ def build_deepspeed_plugin(args: Any) -> Any:
     config = deepspeed_config(args)
     if config is None:
         return None
-    if not deepspeed_available():
-        raise ImportError(
-            "TrainingArguments.deepspeed is set, which needs the 'deepspeed' package, and it is not installed; "
-            "install it (pip install deepspeed) or leave deepspeed unset"
-        )
+    require_deepspeed()
     stage = int(config.get("zero_optimization", {}).get("stage", 0))
     if stage == 3 and getattr(args, "load_best_model_at_end", False):
         raise NotImplementedError(
