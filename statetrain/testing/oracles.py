@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from statetrain.testing.grammar import HF_EVENT_NAMES, GrammarError, TraceEntry
+from statetrain.testing.grammar import GrammarError, TraceEntry
 from statetrain.testing.recorder import TraceRecorder
 from statetrain.testing.trace import TraceEvent
 
@@ -124,21 +124,6 @@ class RunRecorder(TraceRecorder):
         self._flags.stop = bool(control.should_training_stop or control.should_epoch_stop)
         if name == "on_train_end":
             self.in_train = False
-
-
-def _observing_method(name: str) -> Any:
-    def method(self: RunRecorder, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.observe(name, state, control, kwargs)
-
-    method.__name__ = name
-    method.__qualname__ = f"RunRecorder.{name}"
-    method.__doc__ = f"Record {name} during train()."
-    return method
-
-
-for _name in HF_EVENT_NAMES:
-    setattr(RunRecorder, _name, _observing_method(_name))
-del _name
 
 
 def check_epoch_coverage(

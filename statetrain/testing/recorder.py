@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from statetrain.callbacks.base import TrainerCallback
@@ -20,6 +21,10 @@ class TraceRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.trace: list[tuple[str, int, float]] = []
 
+    def observe(self, name: str, state: Any, control: Any, kwargs: Mapping[str, Any]) -> None:
+        """What every HF event method calls; a subclass that watches more than the trace overrides it."""
+        self.record(name, state)
+
     def record(self, name: str, state: Any) -> None:
         epoch = state.epoch
         self.trace.append((name, int(state.global_step), float(epoch) if epoch is not None else 0.0))
@@ -31,7 +36,7 @@ class TraceRecorder(TrainerCallback):
 
 def _recording_method(name: str) -> Any:
     def method(self: TraceRecorder, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.record(name, state)
+        self.observe(name, state, control, kwargs)
 
     method.__name__ = name
     method.__qualname__ = f"TraceRecorder.{name}"
