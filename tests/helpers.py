@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from statetrain import TrainerCallback
+
 
 class TinyRegressor(nn.Module):
     """MLP with an HF-style forward: ``{"loss", "logits"}``; no ``**kwargs``."""
@@ -62,3 +64,24 @@ def token_rows(n: int, length: int = 10, vocab: int = 16, classes: int = 5, seed
         labels[valid:] = -100
         rows.append({"input_ids": ids, "labels": labels})
     return rows
+
+
+class RowStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+    """The rows as a stream with no length, the same rows in the same order on every pass."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+
+class StopAfter(TrainerCallback):
+    """Ends training once ``global_step`` reaches ``step`` (a stop that writes no checkpoint of its own)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.step:
+            control.should_training_stop = True

@@ -37,7 +37,7 @@ from safetensors.torch import save_file  # noqa: E402
 from statetrain import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from statetrain.engine.preemption import TrainingPreempted  # noqa: E402
 from statetrain.engine.sharded import gather_model_state  # noqa: E402
-from tests.helpers import TinyRegressor, regression_rows  # noqa: E402
+from tests.helpers import RowStream, TinyRegressor, regression_rows  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
     "out": None,
@@ -133,16 +133,6 @@ def eval_datasets(config: dict[str, Any]) -> dict[str, Any]:
         "uneven": regression_rows(config["eval_rows"], seed=2),
         "even": regression_rows(4 * config["eval_batch"], seed=3),
     }
-
-
-class RowStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """The rows as a stream without a length: accelerate must shard it across the processes."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
 
 
 def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | None = None) -> Trainer:

@@ -18,17 +18,7 @@ from typing import Any
 import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from tests.helpers import TinyRegressor, regression_rows
-
-
-class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """The same rows in the same order on every pass; no length."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
+from tests.helpers import RowStream, TinyRegressor, regression_rows
 
 
 class StopRunaway(TrainerCallback):
@@ -76,7 +66,7 @@ def losses(trainer: Trainer) -> list[tuple[int, float]]:
 def test_a_pass_shorter_than_one_window_still_takes_optimizer_steps(tmp_path: Path) -> None:
     rows = regression_rows(3, seed=1)
     guard = StopRunaway()
-    streamed = train(tmp_path / "it", Stream(rows), accumulation=4, max_steps=2, callbacks=[guard])
+    streamed = train(tmp_path / "it", RowStream(rows), accumulation=4, max_steps=2, callbacks=[guard])
     assert streamed.state.global_step == 2, f"{guard.epochs} passes, steps per pass {guard.steps_per_epoch}"
     assert guard.epochs == 2 and guard.steps_per_epoch == [1, 1]
 
@@ -90,7 +80,7 @@ def test_a_pass_shorter_than_one_window_still_takes_optimizer_steps(tmp_path: Pa
 def test_the_unfinished_window_of_a_pass_does_not_carry_into_the_next(tmp_path: Path) -> None:
     rows = regression_rows(5, seed=2)  # windows of 2 per pass: [2, 2, 1]
     guard = StopRunaway()
-    streamed = train(tmp_path / "it", Stream(rows), accumulation=2, max_steps=6, callbacks=[guard])
+    streamed = train(tmp_path / "it", RowStream(rows), accumulation=2, max_steps=6, callbacks=[guard])
     assert guard.steps_per_epoch == [3, 3]
 
     mapped = train(tmp_path / "map", rows, accumulation=2, num_train_epochs=2)
@@ -108,5 +98,5 @@ def test_gradients_are_zero_when_a_pass_ends(tmp_path: Path) -> None:
         def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             seen.append(all(p.grad is None or not p.grad.any() for p in model.parameters()))
 
-    train(tmp_path, Stream(regression_rows(7, seed=3)), accumulation=3, max_steps=7, callbacks=[GradsAtEpochEnd()])
+    train(tmp_path, RowStream(regression_rows(7, seed=3)), accumulation=3, max_steps=7, callbacks=[GradsAtEpochEnd()])
     assert seen and all(seen), seen

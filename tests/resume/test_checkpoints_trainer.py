@@ -42,7 +42,7 @@ from statetrain.engine.checkpoint_store import (
 )
 from statetrain.engine.checkpointing import ResumeError
 from statetrain.engine.preemption import PREEMPTION_EXIT_CODE
-from tests.helpers import TinyRegressor, regression_rows
+from tests.helpers import StopAfter, TinyRegressor, regression_rows
 from tests.resume.run_training import build_trainer, parameters
 
 SCRIPT = Path(__file__).with_name("run_training.py")
@@ -543,15 +543,6 @@ def test_load_best_model_at_end_restores_the_best_checkpoint(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- 10. callback state
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
 class CountersAtBegin(TrainerCallback):
     def __init__(self, watched: list[EarlyStoppingCallback]) -> None:
         self.watched = watched
@@ -595,7 +586,7 @@ def test_two_early_stopping_instances_get_their_own_counters_back(tmp_path: Path
     full = pair()
     early_stopping_trainer(tmp_path / "full", full).train()
     cut = pair()
-    early_stopping_trainer(tmp_path / "cut", [*cut, StopAt(6)]).train()
+    early_stopping_trainer(tmp_path / "cut", [*cut, StopAfter(6)]).train()
     at_checkpoint = [c.early_stopping_patience_counter for c in cut]
     assert at_checkpoint[0] != at_checkpoint[1], "the test needs counters that differ"
     stored = json.loads((tmp_path / "cut" / "checkpoint-6" / "trainer_state.json").read_text(encoding="utf-8"))

@@ -17,18 +17,9 @@ from statetrain import Trainer, TrainerCallback, TrainingArguments
 from statetrain.engine.checkpointing import ResumeError
 from statetrain.engine.data import default_data_collator
 from statetrain.engine.resume_geometry import ResumeGeometryWarning
-from tests.helpers import TinyRegressor, regression_rows
+from tests.helpers import StopAfter, TinyRegressor, regression_rows
 
 ROWS = 40
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 class Steps(TrainerCallback):

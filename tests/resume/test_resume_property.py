@@ -19,24 +19,14 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from statetrain import Trainer, TrainerCallback, TrainingArguments
-from tests.helpers import TinyRegressor, regression_rows
+from statetrain import Trainer, TrainingArguments
+from tests.helpers import RowStream, StopAfter, TinyRegressor, regression_rows
 
 EXAMPLES = int(os.environ.get("STATETRAIN_RESUME_EXAMPLES", "12"))
 TIMING = ("runtime", "per_second")
 
 
-class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """Iterable data with no length (needs max_steps), same rows every pass."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
-
-
-class CursorStream(Stream):
+class CursorStream(RowStream):
     """Iterable data that saves its position (state_dict/load_state_dict): restored, not fast-forwarded."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
@@ -54,15 +44,6 @@ class CursorStream(Stream):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cursor = state["cursor"]
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def untimed(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -108,7 +89,7 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
 def build(config: dict[str, Any], out: Path, callbacks: list[Any] | None = None) -> Trainer:
     torch.manual_seed(1234)
     rows = regression_rows(config["rows"], seed=config["rows"])
-    data = (CursorStream(rows) if config["stateful"] else Stream(rows)) if config["iterable"] else rows
+    data = (CursorStream(rows) if config["stateful"] else RowStream(rows)) if config["iterable"] else rows
     args = TrainingArguments(
         str(out),
         per_device_train_batch_size=config["batch"],

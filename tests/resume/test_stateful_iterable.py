@@ -18,7 +18,7 @@ import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
 from statetrain.engine.checkpoint_store import CheckpointWriteError, verify_checkpoint
-from tests.helpers import TinyRegressor, regression_rows
+from tests.helpers import RowStream, StopAfter, TinyRegressor, regression_rows
 
 ROWS = 11  # batch 2 -> 6 micro-batches a pass (the last holds 1 row); accumulation 2 -> 3 steps a pass
 
@@ -46,25 +46,6 @@ class CursorStream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loaded.append(state)
         self.cursor = int(state["cursor"])
-
-
-class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
-    """Iterable data without state_dict: a resume has to fast-forward it."""
-
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
-        self.rows = rows
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 class EventLog(TrainerCallback):
@@ -160,11 +141,11 @@ def test_resume_restores_the_dataset_through_load_state_dict_bit_exactly(tmp_pat
 def test_fast_forward_of_plain_iterable_data_fires_no_events(tmp_path: Path) -> None:
     rows, k = regression_rows(ROWS, seed=6), 4
     full_log = EventLog()
-    full = build(tmp_path / "full", Stream(rows), save_steps=k, callbacks=[full_log])
+    full = build(tmp_path / "full", RowStream(rows), save_steps=k, callbacks=[full_log])
     full.train()
-    build(tmp_path / "cut", Stream(rows), save_steps=k, callbacks=[StopAfter(k)]).train()
+    build(tmp_path / "cut", RowStream(rows), save_steps=k, callbacks=[StopAfter(k)]).train()
     resumed_log = EventLog()
-    resumed = build(tmp_path / "cut", Stream(rows), save_steps=k, callbacks=[resumed_log])
+    resumed = build(tmp_path / "cut", RowStream(rows), save_steps=k, callbacks=[resumed_log])
     resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / f"checkpoint-{k}"))
 
     after_save = full_log.events[full_log.events.index(("on_save", k)) + 1 :]
