@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import safetensors.torch
-import torch
 from torch import nn
 
 from statetrain.engine.checkpoint_store import (
@@ -34,7 +33,7 @@ from statetrain.engine.distributed import commit_checkpoint, gather_rng_states, 
 from statetrain.engine.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.engine.rng import load_rng_state
 from statetrain.engine.sharded import gather_for_checkpoint, gather_model_state, load_optimizer_state
-from statetrain.engine.tensor_tree import load_tree, save_tree
+from statetrain.engine.tensor_tree import load_tree, save_tree, tensor_identity
 
 if TYPE_CHECKING:
     from statetrain.engine.run import Run
@@ -61,7 +60,8 @@ def save_model_files(
     """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
 
     A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
-    ``state`` is the full state dict gathered from a sharded (FSDP) model, written instead of the module's.
+    ``state`` is the full state dict gathered from a sharded model (FSDP, DeepSpeed), written instead of the
+    module's.
     """
     if state is not None:
         safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
@@ -90,19 +90,14 @@ def load_model_weights(model: nn.Module, folder: Path) -> None:
         raise ResumeError(f"{path} is not a readable safetensors file: {exc}") from exc
     live = model.state_dict()
     unexpected = sorted(set(saved) - set(live))
-    loaded_identities = {_identity(live[name]) for name in saved if name in live}
-    missing = sorted(name for name in live if name not in saved and _identity(live[name]) not in loaded_identities)
+    loaded_identities = {tensor_identity(live[name]) for name in saved if name in live}
+    missing = sorted(n for n in live if n not in saved and tensor_identity(live[n]) not in loaded_identities)
     if missing or unexpected:
         raise ResumeError(f"{path} does not match the model: missing {missing}, unexpected {unexpected}")
     try:
-        model.load_state_dict({name: tensor for name, tensor in saved.items()}, strict=False)
+        model.load_state_dict(saved, strict=False)
     except RuntimeError as exc:  # shapes that differ
         raise ResumeError(f"{path} does not match the model: {exc}") from exc
-
-
-def _identity(tensor: torch.Tensor) -> tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]:
-    """Tensors with one identity are one tensor under several names (tied weights)."""
-    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
 
 
 class CheckpointMixin:

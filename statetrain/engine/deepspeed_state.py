@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from statetrain.engine.tensor_tree import tensor_identity
+
 FORMAT = "statetrain-deepspeed-zero-partitions"
 ENGINE_COUNTERS = ("global_steps", "global_samples", "micro_steps", "skipped_steps")
 SCALER_FIELDS = ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
@@ -50,9 +52,9 @@ def own_storage_state(module: nn.Module) -> dict[str, torch.Tensor]:
     to save as is (no name covers the whole storage); copies of the views save like any tensor.
     """
     state: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for name, tensor in module.state_dict().items():
-        identity = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+        identity = tensor_identity(tensor)
         if identity in seen and tensor.numel() > 0:
             continue
         seen.add(identity)

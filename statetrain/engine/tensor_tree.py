@@ -439,3 +439,8 @@ def load_tree(directory: Path | str, name: str, map_location: str | torch.device
         return unflatten(skeleton, tensors, source=f"{json_path} (+ {tensor_path.name})")
     except RecursionError:
         raise TreeFormatError(f"{json_path}: skeleton nested too deeply") from None
+
+
+def tensor_identity(tensor: torch.Tensor) -> tuple[int, torch.dtype, tuple[int, ...], tuple[int, ...]]:
+    """Equal for the same tensor under several names (tied weights): its memory, dtype, shape and strides."""
+    return (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
