@@ -5,7 +5,7 @@ step with AdamW, so a checkpoint holds about 302 MB of tensors (weights, ``exp_a
 ``exp_avg_sq``). Two candidates write those tensors, interleaved within each repetition (the order
 alternates) into fresh folders on the same filesystem:
 
-* ``statetrain``: ``Trainer.save_checkpoint(run)``, the exact call the ``save`` state makes: the
+* ``statetrain``: ``Trainer._save_checkpoint(run)``, the exact call the ``save`` state makes: the
   temporary folder, ``model.safetensors``, the optimizer/scheduler/RNG tensor trees, the JSON
   files, sha256 + fsync of every file and folder, the manifest, the rename, the fsync of the parent.
 * ``safetensors``: ``safetensors.torch.save_file`` of the model's state dict and of the optimizer's
@@ -58,7 +58,7 @@ from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
 from statetrain import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
-from statetrain.engine.checkpoint_store import verify_checkpoint  # noqa: E402
+from statetrain.checkpoint.store import verify_checkpoint  # noqa: E402
 
 WIDTH = 2896
 LAYERS = 3
@@ -156,7 +156,7 @@ def bench_save(root: Path, reps: int) -> dict[str, Any]:
     params = sum(p.numel() for p in trainer.model.parameters())
 
     def statetrain_save() -> Path:
-        return trainer.save_checkpoint(run)
+        return trainer._save_checkpoint(run)
 
     def direct_save() -> Path:
         folder = out / "direct"

@@ -1,5 +1,6 @@
 """statetrain: the Hugging Face Trainer's API on an explicit, composable state machine."""
 
+from statetrain.args.training_args import TrainingArguments
 from statetrain.callbacks import (
     DefaultFlowCallback,
     EarlyStoppingCallback,
@@ -8,14 +9,13 @@ from statetrain.callbacks import (
     ProgressCallback,
     TrainerCallback,
 )
-from statetrain.engine.context import EngineState, TrainerControl, TrainerState
+from statetrain.context.metrics import TrainOutput
+from statetrain.context.state import EngineState, TrainerControl, TrainerState
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import Guard, MachineSpec, Transition, flag
-from statetrain.engine.metrics import TrainOutput
-from statetrain.engine.trainer import Trainer
-from statetrain.engine.training_args import TrainingArguments
 from statetrain.events import Event, EventBus, EventData, HandlerError
 from statetrain.states import State
+from statetrain.trainer.trainer import Trainer
 
 __version__ = "0.1.0"
 

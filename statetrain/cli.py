@@ -94,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(machine.to_mermaid())
         return 0
 
+    from statetrain.context.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
     from statetrain.demo import run_demo
-    from statetrain.engine.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
 
     try:
         result = run_demo(options.output_dir, epochs=options.epochs, disable_tqdm=options.no_progress)

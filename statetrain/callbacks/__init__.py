@@ -1,4 +1,8 @@
-"""Built-in subscribers: the HF callback protocol, the default flow, progress display."""
+"""Built-in subscribers with HF's callback protocol: the default flow, early stopping, progress
+and printing.
+
+May import the engine and everything below it; never the trainer.
+"""
 
 from statetrain.callbacks.base import ExportableState, TrainerCallback
 from statetrain.callbacks.early_stopping import EarlyStoppingCallback

@@ -7,7 +7,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from statetrain.callbacks.base import TrainerCallback
-from statetrain.engine.data import has_length
+from statetrain.data.batches import has_length
 
 
 def _format_logs(logs: dict[str, Any], max_str_len: int) -> dict[str, Any]:

@@ -284,6 +284,56 @@ class MachineSpec:
             raise MachineDefinitionError(f"no transition {trigger!r} from state {source!r}")
         return MachineSpec(self.states.values(), remaining, self.initial, self.final)
 
+    # --- splicing: the two common edits, each returning a new validated spec ---------------------
+    def run_after(
+        self, source: str, state: State, *, when: Guard | None = None, trigger: str | None = None
+    ) -> MachineSpec:
+        """A copy where ``state`` runs right after ``source``: ``source``'s exits leave from ``state``.
+
+        ``source`` gets one transition into ``state`` (trigger ``trigger``, default ``run_<name>``),
+        so nothing else needs copying by hand. With ``when``, that transition is guarded and taken
+        first; ``source`` keeps its own exits for when the guard fails, and ``state`` gets copies.
+        """
+        self._require(source, "run a state after")
+        if not self.transitions_from(source):
+            raise MachineDefinitionError(f"state {source!r} has no exits to hand over to {state.name!r}")
+        spec = self.with_state(state)
+        entry = Transition(source, trigger or f"run_{state.name}", state.name, (when,) if when else ())
+        first = next(i for i, t in enumerate(spec.transitions) if t.source == source)
+        exits = [t for t in spec.transitions if t.source == source]
+        moved = [Transition(state.name, t.trigger, t.dest, t.guards) for t in exits]
+        if when is None:
+            spec.transitions = [t for t in spec.transitions if t.source != source]
+            spec.transitions[first:first] = [entry, *moved]
+        else:
+            spec.transitions[first:first] = [entry]
+            spec.transitions.extend(moved)
+        spec.validate()
+        return spec
+
+    def route_into(self, dest: str, state: State, *, trigger: str | None = None) -> MachineSpec:
+        """A copy where every transition into ``dest`` passes through ``state`` first.
+
+        Each way into ``dest`` keeps its source, trigger and guards and now ends in ``state``;
+        ``state`` continues to ``dest`` (trigger ``trigger``, default ``enter_<dest>``).
+        """
+        self._require(dest, "route into")
+        if dest == self.initial:
+            raise MachineDefinitionError(f"cannot route into the initial state {dest!r}: nothing leads into it")
+        spec = self.with_state(state)
+        spec.transitions = [
+            Transition(t.source, t.trigger, state.name, t.guards) if t.dest == dest else t for t in spec.transitions
+        ]
+        spec.transitions.append(Transition(state.name, trigger or f"enter_{dest}", dest))
+        spec.validate()
+        return spec
+
+    def _require(self, name: str, action: str) -> None:
+        if name not in self.states:
+            raise MachineDefinitionError(
+                f"cannot {action} unknown state {name!r}; declared states: {sorted(self.states)}"
+            )
+
 
 def _closure(start: str, edges: Mapping[str, Sequence[str]]) -> set[str]:
     seen = {start}

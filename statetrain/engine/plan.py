@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from statetrain.engine.data import has_length
-from statetrain.engine.run import TrainingPlan
+from statetrain.context.run import TrainingPlan
+from statetrain.data.batches import has_length
 
 
 def plan_training(

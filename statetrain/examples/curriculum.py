@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from statetrain.engine.default_machine import default_machine
-from statetrain.engine.machine import MachineSpec, Transition
+from statetrain.engine.machine import MachineSpec
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 __all__ = ["CurriculumState", "curriculum_machine"]
 
@@ -69,11 +69,4 @@ class CurriculumState(State):
 
 def curriculum_machine(stages: Sequence[Any]) -> MachineSpec:
     """The default machine with every way into ``epoch`` passing through ``curriculum``."""
-    base = default_machine()
-    spec = base.with_state(CurriculumState(stages), [Transition("curriculum", "begin_epoch", "epoch")])
-    for transition in base.transitions:
-        if transition.dest == "epoch":
-            spec.transitions[spec.transitions.index(transition)] = Transition(
-                transition.source, transition.trigger, "curriculum", transition.guards
-            )
-    return spec
+    return default_machine().route_into("epoch", CurriculumState(stages), trigger="begin_epoch")

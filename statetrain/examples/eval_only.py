@@ -20,7 +20,7 @@ from statetrain.states import DoneState, InitState, SaveState
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 __all__ = ["EvaluateNextState", "eval_only_machine", "sweep_results"]
 

@@ -22,12 +22,12 @@ from torch import nn
 
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import Guard, MachineSpec, Transition
-from statetrain.engine.schedulers import get_scheduler
 from statetrain.events.event import Event
+from statetrain.optim.schedulers import get_scheduler
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 __all__ = ["DiscriminateState", "GenerateState", "TinyGAN", "gan_machine", "gaussian_rows"]
 

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
-from statetrain.engine.default_machine import BUDGET_SPENT, EPOCHS_REMAIN, SHOULD_SAVE, default_machine
+from statetrain.engine.default_machine import BUDGET_SPENT, SHOULD_SAVE, default_machine
 from statetrain.engine.machine import MachineSpec, Transition
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 __all__ = ["LRRangeTestState", "install_learning_rate", "lr_range_test_machine"]
 
@@ -129,17 +129,14 @@ class LRRangeTestState(State):
 
 
 def lr_range_test_machine(state: LRRangeTestState | None = None) -> MachineSpec:
-    """The default machine with ``lr_range_test`` between ``init`` and the first epoch."""
+    """The default machine with ``lr_range_test`` between ``init`` and the first epoch.
+
+    The test runs after ``init`` unless the run has nothing left to train (a finished run resumed);
+    it then takes ``init``'s own exits, after a checkpoint of what it found when saving is on.
+    """
     test = state if state is not None else LRRangeTestState()
     return (
         default_machine()
-        .with_state(
-            test,
-            [
-                Transition("lr_range_test", "save", "save", (SHOULD_SAVE,)),
-                Transition("lr_range_test", "start", "epoch", (EPOCHS_REMAIN,)),
-                Transition("lr_range_test", "skip_training", "done"),
-            ],
-        )
-        .with_transitions([Transition("init", "find_lr", "lr_range_test", (~BUDGET_SPENT,))], before="init")
+        .run_after("init", test, when=~BUDGET_SPENT, trigger="find_lr")
+        .with_transitions([Transition(test.name, "save", "save", (SHOULD_SAVE,))], before=test.name)
     )

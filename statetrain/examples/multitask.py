@@ -27,7 +27,7 @@ from statetrain.engine.machine import MachineSpec
 from statetrain.states.step import StepState
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 __all__ = ["RoundRobinStepState", "TwoHeadModel", "multitask_machine", "task_order"]
 

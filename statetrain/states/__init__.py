@@ -1,4 +1,9 @@
-"""Reusable states of the training loop, one module each."""
+"""One module per reusable state of the loop (init, epoch, step, accumulate, optimize, log,
+evaluate, save, preempt, epoch_end, done). A state does its work on the run context and returns.
+
+May import ``checkpoint``, ``distributed``, ``context`` and below; never the engine, the trainer
+or another state (``base`` excepted): it reaches the trainer through ``run.trainer``.
+"""
 
 from statetrain.states.accumulate import AccumulateState
 from statetrain.states.base import State

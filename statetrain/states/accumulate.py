@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from statetrain.engine.counters import track_num_input_tokens
-from statetrain.engine.loss import NonFiniteLossError
 from statetrain.events.event import Event
+from statetrain.optim.loss import NonFiniteLossError
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +54,9 @@ class AccumulateState(State):
         # DeepSpeed keeps its own accumulation boundary (set from sync_gradients), so no no_sync, as in HF
         if run.defer_gradient_sync and not last_of_window:
             with run.accelerator.no_sync(model=run.model):
-                step_loss = trainer.run_training_step(run.model, inputs, run.num_items_in_batch)
+                step_loss = trainer._run_training_step(run.model, inputs, run.num_items_in_batch)
         else:
-            step_loss = trainer.run_training_step(run.model, inputs, run.num_items_in_batch)
+            step_loss = trainer._run_training_step(run.model, inputs, run.num_items_in_batch)
         tr_loss = run.tr_loss
         assert tr_loss is not None
         if run.args.nan_inf_policy == "filter":
@@ -70,7 +69,7 @@ class AccumulateState(State):
             self._guard(run, tr_loss, step_loss, done, closes_window)
         run.current_flos += float(trainer.floating_point_ops(inputs))
         if run.args.include_num_input_tokens_seen != "no":
-            track_num_input_tokens(trainer, run, inputs)
+            trainer._track_num_input_tokens(run, inputs)
         engine.batches_in_epoch = done
         run.window_pos += 1
         run.epoch_had_batches = True

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, ClassVar
 from statetrain.events.event import Event
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class State(ABC):
     """A reusable piece of the loop.
 
-    A state reads and writes only the :class:`~statetrain.engine.run.Run` it is given; it never
+    A state reads and writes only the :class:`~statetrain.context.run.Run` it is given; it never
     imports another state and never chooses the next state: the machine's guarded transitions do.
     ``reads``, ``writes`` and ``fires`` document the contract (and the docs list them).
     """

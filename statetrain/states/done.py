@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from statetrain.engine.metrics import TrainOutput, speed_metrics
+from statetrain.context.metrics import TrainOutput, speed_metrics
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class DoneState(State):
@@ -24,7 +24,7 @@ class DoneState(State):
         state, engine, trainer = run.state, run.engine, run.trainer
         tr_loss = run.tr_loss
         assert tr_loss is not None
-        engine.total_loss_scalar += trainer.mean_across_processes(tr_loss).item()
+        engine.total_loss_scalar += trainer._mean_across_processes(tr_loss).item()
         tr_loss.zero_()
         steps = state.global_step - run.initial_global_step
         # the loss sums travel with checkpoints, so this is the mean over the whole run, resumed or not
@@ -39,6 +39,6 @@ class DoneState(State):
         metrics["total_flos"] = state.total_flos
         metrics["train_loss"] = train_loss
         trainer.log(metrics)
-        trainer.finish_checkpoints()
+        trainer._finish_checkpoints()
         run.fire(Event.ON_TRAIN_END)
         run.output = TrainOutput(state.global_step, train_loss, metrics)

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate import skip_first_batches
 
-from statetrain.engine.dataset_state import attach_dataset_position, begin_pass, restored_position
-from statetrain.engine.rng import restore_rng_state
+from statetrain.checkpoint.dataset_position import attach_dataset_position, begin_pass, restored_position
+from statetrain.checkpoint.rng import restore_rng_state
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 def set_loader_epoch(dataloader: Any, epoch: int) -> None:

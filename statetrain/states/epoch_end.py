@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from statetrain.engine.distributed import agree_on_preemption
+from statetrain.distributed.processes import agree_on_preemption
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class EvaluateState(State):
@@ -26,10 +26,10 @@ class EvaluateState(State):
     def run(self, run: Run) -> None:
         trainer, args = run.trainer, run.args
         metrics = trainer.evaluate(ignore_keys=run.ignore_keys_for_eval)
-        trainer.snapshot_stateful_callbacks()
+        trainer._snapshot_stateful_callbacks()
         if run.starting:
             return
-        trainer.step_scheduler_on_metrics(metrics)
+        trainer._step_scheduler_on_metrics(metrics)
         is_new_best = trainer._determine_best_metric(metrics)
         if str(getattr(args.save_strategy, "value", args.save_strategy)) == "best":
             run.control.should_save = is_new_best

@@ -10,7 +10,7 @@ from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class LogState(State):
@@ -25,13 +25,13 @@ class LogState(State):
         state, engine, trainer = run.state, run.engine, run.trainer
         tr_loss = run.tr_loss
         assert tr_loss is not None
-        scalar = trainer.mean_across_processes(tr_loss).item()
+        scalar = trainer._mean_across_processes(tr_loss).item()
         tr_loss -= tr_loss
         logs: dict[str, Any] = {"loss": scalar / (state.global_step - engine.globalstep_last_logged)}
         grad_norm = run.grad_norm
         if grad_norm is not None:
             logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
-        logs["learning_rate"] = run.learning_rate if run.learning_rate is not None else trainer.get_learning_rate()
+        logs["learning_rate"] = run.learning_rate if run.learning_rate is not None else trainer._get_learning_rate()
         engine.total_loss_scalar += scalar
         engine.globalstep_last_logged = state.global_step
         trainer.store_flos(run)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from statetrain.engine.distributed import agree_on_preemption
+from statetrain.distributed.processes import agree_on_preemption
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 def will_log(run: Run, next_step: int) -> bool:
@@ -40,15 +40,16 @@ class OptimizeState(State):
         model = run.model
         grad_norm: Any = None
         if args.max_grad_norm > 0:
-            grad_norm = trainer.clip_grad_norm(model, args.max_grad_norm)
+            grad_norm = trainer._clip_grad_norm(model, args.max_grad_norm)
         elif will_log(run, state.global_step + 1):
-            grad_norm = trainer.clip_grad_norm(model, float("inf"))
+            grad_norm = trainer._clip_grad_norm(model, float("inf"))
         run.grad_norm = grad_norm
         run.fire(Event.ON_PRE_OPTIMIZER_STEP)
         run.step_optimizer.step()
         run.fire(Event.ON_OPTIMIZER_STEP)
-        run.learning_rate = trainer.get_learning_rate()
-        if not (run.steps_may_be_skipped and run.optimizer.step_was_skipped) and not trainer.scheduler_steps_on_metrics:
+        run.learning_rate = trainer._get_learning_rate()
+        skipped = run.steps_may_be_skipped and run.optimizer.step_was_skipped
+        if not skipped and not trainer._scheduler_steps_on_metrics:
             run.lr_scheduler.step()
         model.zero_grad()
         state.global_step += 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from statetrain.engine.checkpoint_store import PREFIX
+from statetrain.checkpoint.store import PREFIX
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class PreemptState(State):
@@ -30,5 +30,5 @@ class PreemptState(State):
             run.preempted_checkpoint = existing
         else:
             run.engine.current_state = self.name
-            run.preempted_checkpoint = run.trainer.save_checkpoint(run)
+            run.preempted_checkpoint = run.trainer._save_checkpoint(run)
             run.last_saved_step = run.state.global_step

@@ -8,7 +8,7 @@ from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
-    from statetrain.engine.run import Run
+    from statetrain.context.run import Run
 
 
 class SaveState(State):
@@ -21,6 +21,6 @@ class SaveState(State):
 
     def run(self, run: Run) -> None:
         run.engine.current_state = self.name
-        run.trainer.save_checkpoint(run)
+        run.trainer._save_checkpoint(run)
         run.last_saved_step = run.state.global_step
         run.fire(Event.ON_SAVE)

@@ -1,8 +1,7 @@
-"""Tools for testing loops and callbacks: the event grammar, a trace recorder, and a property-testing kit.
+"""Testing kit for users' loops: hypothesis strategies, the stateful kill-and-resume harness, the
+event-grammar and machine-trace checkers, oracles and tiny models.
 
-The grammar tools need nothing beyond statetrain. The property-testing kit (strategies, the
-``LoopHarness``) needs ``hypothesis`` (``pip install statetrain[testing]``); its names are imported
-on first use, so ``import statetrain.testing`` works without it.
+May import everything but ``examples``, ``demo`` and ``cli``.
 """
 
 from __future__ import annotations

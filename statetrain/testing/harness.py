@@ -7,44 +7,27 @@ segments hypothesis may set a ``TrainerControl`` flag for the next step, evaluat
 checkpoint, or kill the Trainer and model and resume on fresh objects. Afterwards the run must
 equal, bit for bit, one uninterrupted run of the same configuration and flag schedule.
 
-Invariants:
-
-* **grammar**: every segment's HF event trace passes
-  :func:`~statetrain.testing.grammar.check_trace` (with the run's exact epoch length and
-  accumulation), every epoch nobody asked to stop covers all its micro-batches
-  (:func:`~statetrain.testing.oracles.check_epoch_coverage`), and the states walk the machine's
-  declared transitions (:func:`~statetrain.testing.trace.check_machine_trace`);
-* **monotone counters**: each segment starts at the ``global_step`` and ``epoch`` the previous one
-  ended at, and neither ever decreases;
-* **resume equivalence**: at the end, parameters (``torch.equal``), ``global_step`` and every
-  in-training evaluation equal those of the uninterrupted reference run;
-* **early stopping**: with an ``EarlyStoppingCallback`` among the callbacks, both runs end at
-  the step :func:`~statetrain.testing.oracles.early_stopping_reference` computes from the
-  metrics they produced, and a stop asked for during an evaluation happens only there.
-
-Subclass it and override hooks (``make_callbacks``, ``make_machine``, ``make_model``,
+The invariants it checks (event grammar, epoch coverage, the machine's declared transitions,
+monotone counters, bit-exact resume equivalence, early stopping against an oracle) are listed in
+``docs/property-testing.md``. Subclass it and override hooks (``make_callbacks``, ``make_machine``, ``make_model``,
 ``training_arguments``, ``config_strategy``...). See ``docs/property-testing.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import math
 import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import safetensors.torch
 import torch
-from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -55,22 +38,33 @@ from hypothesis.stateful import (
 )
 from torch import nn
 
-from statetrain.callbacks.base import TrainerCallback
-from statetrain.callbacks.early_stopping import EarlyStoppingCallback
+from statetrain.args.training_args import TrainingArguments
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
-from statetrain.engine.checkpoint_store import PREFIX, verify_checkpoint
-from statetrain.engine.context import ENGINE_STATE_NAME
-from statetrain.engine.data import has_length, set_seed
+from statetrain.checkpoint.store import PREFIX, verify_checkpoint
+from statetrain.data.batches import has_length, set_seed
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import MachineSpec
-from statetrain.engine.trainer import Trainer
-from statetrain.engine.training_args import TrainingArguments
 from statetrain.testing.flags import CONTROL_FLAGS, FlagScheduleCallback, FlagSetting
 from statetrain.testing.grammar import GrammarError, check_trace
-from statetrain.testing.oracles import Evaluation, RunRecorder, check_epoch_coverage, early_stopping_reference
+from statetrain.testing.oracles import Evaluation, RunRecorder, check_epoch_coverage, early_stop_expected_by, metric_key
+from statetrain.testing.segments import (
+    HarnessFailure,
+    RunResult,
+    ScriptedMetric,
+    Segment,
+    SegmentCut,
+    _check_supported,
+    _read_json,
+    _result,
+    _resume_hints,
+    _scratch_dir,
+    _statistic,
+    harness_settings,
+)
 from statetrain.testing.strategies import TrainingConfig, training_configs
 from statetrain.testing.tiny import RowStream, TinyClassifier, tiny_rows
 from statetrain.testing.trace import TraceError, check_machine_trace
+from statetrain.trainer.trainer import Trainer
 
 __all__ = [
     "HarnessFailure",
@@ -88,145 +82,6 @@ _REFERENCE_CACHE: OrderedDict[Hashable, RunResult] = OrderedDict()
 _REFERENCE_CACHE_SIZE = 256
 
 
-class HarnessFailure(AssertionError):
-    """An invariant of the loop does not hold; the message says which, where, and the evidence."""
-
-
-def harness_settings(max_examples: int = 20, stateful_step_count: int = 6, **kwargs: Any) -> settings:
-    """Settings that suit the harness: no deadline (a ``train()`` call is not a unit test), no too_slow.
-
-    Cost is about ``max_examples * (stateful_step_count + 2)`` ``train()`` calls of a few tens of
-    milliseconds each on the tiny model, plus shrinking when something fails. The ``explain``
-    phase is off unless ``phases`` is given (it line-traces torch on every replay).
-    """
-    kwargs.setdefault("deadline", None)
-    kwargs.setdefault("suppress_health_check", [HealthCheck.too_slow, HealthCheck.filter_too_much])
-    # the explain phase traces every line of a failing example's replays: minutes with torch
-    kwargs.setdefault("phases", [phase for phase in Phase if phase is not Phase.explain])
-    return settings(max_examples=max_examples, stateful_step_count=stateful_step_count, **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# pieces a segment is made of
-# --------------------------------------------------------------------------------------------
-
-
-class SegmentCut(TrainerCallback):
-    """Ends a ``train()`` call right after step ``target`` with a checkpoint that resumes exactly there.
-
-    The cut goes where the uninterrupted run would pass from step ``target`` to the next one:
-
-    * mid-epoch: ask for a save at the step (``should_save``); once it is written (``on_save``),
-      ask for ``should_training_stop``; at the epoch end this stop forces, clear the epoch-end
-      flags (the uninterrupted run has no epoch end here);
-    * at an epoch's last window: let the epoch end and its own log, evaluation and save happen,
-      then save (again) and stop, so the checkpoint records the finished epoch;
-    * where ``should_epoch_stop`` ends an epoch early: one step later (``target`` grows by one).
-      A resumed run cannot tell from ``state.epoch`` (a fraction) that it starts the next epoch, so
-      the grammar would misread it; the uninterrupted run is the same either way.
-
-    When the loop stops on its own (early stopping, a scheduled stop), the cut does nothing:
-    ``outcome`` is then ``"ended"``. Register it after every other callback.
-    """
-
-    def __init__(self) -> None:
-        self.target: int | None = None
-        self.phase = "idle"
-        self.postponed = 0
-
-    def arm(self, target: int | None) -> None:
-        self.target = target
-        self.phase = "idle" if target is None else "armed"
-        self.postponed = 0
-
-    def _postpone(self) -> None:
-        assert self.target is not None
-        self.target += 1
-        self.postponed += 1
-        self.phase = "armed"
-
-    def outcome(self) -> str:
-        """``"cut"`` (stopped at ``target`` with a checkpoint), ``"ended"`` (the run ended), or the stuck phase."""
-        if self.phase in ("stopped mid-epoch", "stopped at epoch end"):
-            return "cut"
-        if self.phase in ("idle", "armed", "loop stopped"):
-            return "ended"
-        return self.phase
-
-    def _here(self, state: Any) -> bool:
-        return self.target is not None and state.global_step == self.target
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._here(state) or self.phase != "armed":
-            return
-        if control.should_training_stop:
-            self.phase = "loop stopped"
-        elif _epoch_complete(state.epoch):
-            self.phase = "awaiting epoch end"
-        elif control.should_epoch_stop:
-            self._postpone()
-        else:
-            control.should_save = True
-            self.phase = "awaiting save"
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._here(state):
-            return
-        if self.phase == "awaiting save":
-            if control.should_training_stop:
-                self.phase = "loop stopped"
-            elif control.should_epoch_stop:
-                self._postpone()  # the save above is an extra checkpoint; the cut comes a step later
-            else:
-                control.should_training_stop = True
-                self.phase = "stopping mid-epoch"
-        elif self.phase == "awaiting epoch-end save":
-            if control.should_training_stop:
-                self.phase = "loop stopped"
-            else:
-                control.should_training_stop = True
-                self.phase = "stopped at epoch end"
-
-    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not self._here(state):
-            return
-        if self.phase == "stopping mid-epoch":
-            control.should_log = control.should_evaluate = control.should_save = False
-            self.phase = "stopped mid-epoch"
-        elif self.phase == "awaiting epoch end":
-            if control.should_training_stop:
-                self.phase = "loop stopped"
-            else:
-                control.should_save = True
-                self.phase = "awaiting epoch-end save"
-
-
-def _epoch_complete(epoch: float | None) -> bool:
-    """After an epoch's last micro-batch ``epoch`` is a whole number (``index + n/n``)."""
-    return epoch is not None and epoch > 0 and float(epoch).is_integer()
-
-
-class ScriptedMetric:
-    """``compute_metrics`` returning ``{"score": values[step - 1]}`` (the last value once they run out).
-
-    Keyed by ``global_step``, not by a call count, so an evaluation gives the same value in an
-    interrupted and an uninterrupted run, and evaluations between segments change nothing.
-    """
-
-    def __init__(self, values: Sequence[float]) -> None:
-        if not values:
-            raise ValueError("ScriptedMetric needs at least one value")
-        self.values = list(values)
-        self.trainer: Trainer | None = None
-
-    def value_at(self, step: int) -> float:
-        return self.values[min(max(step, 1), len(self.values)) - 1]
-
-    def __call__(self, prediction: Any) -> dict[str, float]:
-        step = self.trainer.state.global_step if self.trainer is not None else 0
-        return {"score": self.value_at(step)}
-
-
 @dataclass
 class _Live:
     """One Trainer built by the harness, with what it was built with."""
@@ -236,35 +91,6 @@ class _Live:
     machine: MachineSpec
     recorder: RunRecorder
     cut: SegmentCut | None
-
-
-@dataclass
-class Segment:
-    """One ``train()`` call of the interrupted run, for the failure messages."""
-
-    rule: str
-    start: int
-    target: int | None
-    end: int = -1
-    epoch: float = 0.0
-    outcome: str = ""
-
-    def describe(self) -> str:
-        goal = f"cut at {self.target}" if self.target is not None else "to the end"
-        return f"{self.rule}: {self.start} -> {self.end} ({goal}, {self.outcome})"
-
-
-@dataclass
-class RunResult:
-    """What the end of a run is compared on."""
-
-    global_step: int
-    epoch: float
-    max_steps: int
-    parameters: dict[str, torch.Tensor]
-    evaluations: list[Evaluation] = field(default_factory=list)
-    evaluation_stop: int | None = None
-    """The first step at which ``should_training_stop`` was turned on during an ``on_evaluate``."""
 
 
 def _tracked(fn: F) -> F:
@@ -377,36 +203,7 @@ class LoopHarness(RuleBasedStateMachine):
         evaluation to happen only there. Override it to model another evaluation-driven stop.
         """
         callbacks = self._live.callbacks if self._live is not None else self.make_callbacks()
-        stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStoppingCallback)]
-        if not stoppers or args.metric_for_best_model is None:
-            return None
-        key = _metric_key(args)
-        scored = [e for e in evaluations if key in e.metrics]
-        values = [float(e.metrics[key]) for e in scored]
-        found: list[tuple[int, str]] = []
-        for cb in stoppers:
-            rule_name = (
-                f"{type(cb).__name__}(patience={cb.early_stopping_patience}, threshold={cb.early_stopping_threshold})"
-            )
-            index = early_stopping_reference(
-                values,
-                patience=cb.early_stopping_patience,
-                threshold=cb.early_stopping_threshold,
-                greater_is_better=bool(args.greater_is_better),
-                at_start=[e.at_start for e in scored],
-            )
-            if index is not None:
-                found.append(
-                    (
-                        scored[index].global_step,
-                        f"{rule_name} runs out of patience at evaluation #{index + 1} "
-                        f"({key}={values[index]!r} at step {scored[index].global_step})",
-                    )
-                )
-        if found:
-            return min(found, key=lambda item: item[0])
-        names = ", ".join(f"{type(cb).__name__}(patience={cb.early_stopping_patience})" for cb in stoppers)
-        return None, f"{names} never runs out of patience on these {len(values)} evaluations"
+        return early_stop_expected_by(callbacks, evaluations, args)
 
     def reference_key(self) -> Hashable:
         """Everything the uninterrupted run depends on; examples with equal keys share it.
@@ -678,7 +475,7 @@ class LoopHarness(RuleBasedStateMachine):
             if expectation is None:
                 continue
             stop_step, why = expectation
-            values = [(e.global_step, e.metrics.get(_metric_key(args))) for e in result.evaluations]
+            values = [(e.global_step, e.metrics.get(metric_key(args))) for e in result.evaluations]
             if stop_step is not None and result.global_step != stop_step:
                 raise HarnessFailure(
                     f"the {label} run ended at step {result.global_step}, but it must end at step {stop_step}: "
@@ -689,78 +486,3 @@ class LoopHarness(RuleBasedStateMachine):
                     f"the {label} run was stopped during the evaluation at step {result.evaluation_stop}, but "
                     f"{why}; evaluations (step, metric): {values} ({story})"
                 )
-
-
-def _resume_hints(checkpoint: Path) -> dict[str, int]:
-    """What a resumed segment's trace cannot show, from its checkpoint: the index of its first
-    epoch and the step of the last log before the cut (see :func:`check_trace`).
-
-    When an epoch runs out of data right after the checkpoint's step (iterable data cannot tell
-    in advance), the resumed run ends that epoch first and logs it at the checkpoint's step, as
-    the uninterrupted run did once; the last-logged step makes that log legal.
-    """
-    facts = _read_json(checkpoint / ENGINE_STATE_NAME)
-    return {
-        "first_epoch_index": int(facts["epoch_index"]) + int(bool(facts["epoch_ended"])),
-        "last_logged_step": int(facts["globalstep_last_logged"]),
-    }
-
-
-def _statistic(text: str) -> None:
-    """Count ``text`` in hypothesis' statistics (``--hypothesis-show-statistics``); a no-op outside a test."""
-    with contextlib.suppress(InvalidArgument):
-        event(text)
-
-
-def _result(trainer: Trainer, evaluations: Sequence[Evaluation], stop_requests: Sequence[tuple[str, int]]) -> RunResult:
-    state = trainer.state
-    params = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    at_evaluation = [step for event_name, step in stop_requests if event_name == "on_evaluate"]
-    return RunResult(
-        state.global_step,
-        float(state.epoch or 0.0),
-        state.max_steps,
-        params,
-        list(evaluations),
-        at_evaluation[0] if at_evaluation else None,
-    )
-
-
-def _metric_key(args: Any) -> str:
-    name = args.metric_for_best_model or "loss"
-    return name if name.startswith("eval_") else f"eval_{name}"
-
-
-def _check_supported(args: TrainingArguments) -> None:
-    """Refuse settings under which an interrupted run is not meant to equal an uninterrupted one."""
-    save = str(getattr(args.save_strategy, "value", args.save_strategy))
-    problems = []
-    if save == "best":
-        problems.append("save_strategy='best' (an evaluation may cancel the save a cut needs)")
-    if args.eval_on_start:
-        problems.append("eval_on_start=True (every resumed train() call evaluates at its start again)")
-    if args.ignore_data_skip:
-        problems.append("ignore_data_skip=True (a resumed run replays data on purpose)")
-    if args.save_only_model:
-        problems.append("save_only_model=True (such checkpoints cannot resume training)")
-    if problems:
-        raise ValueError("LoopHarness cannot cut and resume a run with " + "; ".join(problems))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
-
-
-def _scratch_dir(preferred: str | None) -> str | None:
-    if preferred is not None:
-        return preferred
-    shm = Path("/dev/shm")
-    if shm.is_dir():
-        try:
-            probe = Path(tempfile.mkdtemp(dir=shm))
-        except OSError:
-            return None
-        probe.rmdir()
-        return str(shm)
-    return None

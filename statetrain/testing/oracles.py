@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from statetrain.callbacks.early_stopping import EarlyStoppingCallback
 from statetrain.testing.grammar import GrammarError, TraceEntry
 from statetrain.testing.recorder import TraceRecorder
 from statetrain.testing.trace import TraceEvent
@@ -207,3 +208,48 @@ def early_stopping_reference(
         if best is None or (value > best if greater_is_better else value < best):
             best = value
     return None
+
+
+def early_stop_expected_by(
+    callbacks: Sequence[Any], evaluations: Sequence[Evaluation], args: Any
+) -> tuple[int | None, str] | None:
+    """Where the ``EarlyStoppingCallback`` among ``callbacks`` must stop a run with these evaluations.
+
+    ``(step, why)``, ``(None, why)`` when none runs out of patience, or ``None`` (nothing to check)
+    without such a callback or a ``metric_for_best_model``.
+    """
+    stoppers = [cb for cb in callbacks if isinstance(cb, EarlyStoppingCallback)]
+    if not stoppers or args.metric_for_best_model is None:
+        return None
+    key = metric_key(args)
+    scored = [e for e in evaluations if key in e.metrics]
+    values = [float(e.metrics[key]) for e in scored]
+    found: list[tuple[int, str]] = []
+    for cb in stoppers:
+        rule_name = (
+            f"{type(cb).__name__}(patience={cb.early_stopping_patience}, threshold={cb.early_stopping_threshold})"
+        )
+        index = early_stopping_reference(
+            values,
+            patience=cb.early_stopping_patience,
+            threshold=cb.early_stopping_threshold,
+            greater_is_better=bool(args.greater_is_better),
+            at_start=[e.at_start for e in scored],
+        )
+        if index is not None:
+            found.append(
+                (
+                    scored[index].global_step,
+                    f"{rule_name} runs out of patience at evaluation #{index + 1} "
+                    f"({key}={values[index]!r} at step {scored[index].global_step})",
+                )
+            )
+    if found:
+        return min(found, key=lambda item: item[0])
+    names = ", ".join(f"{type(cb).__name__}(patience={cb.early_stopping_patience})" for cb in stoppers)
+    return None, f"{names} never runs out of patience on these {len(values)} evaluations"
+
+
+def metric_key(args: Any) -> str:
+    name = args.metric_for_best_model or "loss"
+    return name if name.startswith("eval_") else f"eval_{name}"

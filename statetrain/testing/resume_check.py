@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from statetrain.engine.trainer import Trainer
 from statetrain.testing.oracles import untimed
+from statetrain.trainer.trainer import Trainer
 
 __all__ = ["ResumeComparison", "assert_resumes_bit_exactly", "compare_trainers"]
 

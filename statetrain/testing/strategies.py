@@ -20,7 +20,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from statetrain.engine.training_args import TrainingArguments
+from statetrain.args.training_args import TrainingArguments
 from statetrain.testing.flags import CONTROL_FLAGS, FlagSetting
 
 __all__ = [

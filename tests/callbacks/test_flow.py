@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statetrain.callbacks.flow import DefaultFlowCallback
-from statetrain.engine.context import TrainerControl
+from statetrain.context.state import TrainerControl
 
 transformers = pytest.importorskip("transformers")
 

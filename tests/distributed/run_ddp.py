@@ -35,8 +35,8 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
-from statetrain.engine.preemption import TrainingPreempted  # noqa: E402
-from statetrain.engine.sharded import gather_model_state  # noqa: E402
+from statetrain.checkpoint.fsdp import gather_model_state  # noqa: E402
+from statetrain.context.preemption import TrainingPreempted  # noqa: E402
 from tests.helpers import RowStream, TinyRegressor, regression_rows  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
@@ -193,7 +193,8 @@ def run_one(config: dict[str, Any]) -> bool:
     ok = True
     verified: list[str] = []
     if config["count_verifications"]:
-        from statetrain.engine import checkpoint_store, checkpointing
+        from statetrain.checkpoint import store as checkpoint_store
+        from statetrain.trainer import checkpoints as checkpointing
 
         original = checkpoint_store.verify_checkpoint
 

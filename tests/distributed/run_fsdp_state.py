@@ -1,7 +1,7 @@
 """One rank of an FSDP2 run on CPU (gloo), for ``test_fsdp_state.py``; started by torchrun with 2 processes.
 
 accelerate enables FSDP only on GPUs, so this drives torch's ``fully_shard`` directly to exercise
-``statetrain.engine.sharded``: train two steps sharded, gather the full model and optimizer state,
+``statetrain.checkpoint.fsdp``: train two steps sharded, gather the full model and optimizer state,
 write them as a checkpoint would (rank 0, safetensors + JSON), rebuild a fresh sharded model from
 those files, take one more step on both, and compare the full states. Rank 0 writes ``result.json``.
 """
@@ -23,13 +23,13 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 
-from statetrain.engine.sharded import (  # noqa: E402
+from statetrain.checkpoint.fsdp import (  # noqa: E402
     gather_model_state,
     gather_optimizer_state,
     is_fsdp,
     load_optimizer_state,
 )
-from statetrain.engine.tensor_tree import load_tree, save_tree  # noqa: E402
+from statetrain.checkpoint.tensor_tree import load_tree, save_tree  # noqa: E402
 
 
 def build(mesh: Any, weights: Path | None = None) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

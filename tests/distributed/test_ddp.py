@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from statetrain.engine.checkpoint_store import verify_checkpoint
-from statetrain.engine.checkpointing import ResumeError
+from statetrain.checkpoint.store import verify_checkpoint
+from statetrain.trainer.checkpoints import ResumeError
 from tests.distributed.launching import TORCHRUN, run_launched
 from tests.distributed.run_ddp import DEFAULTS, build_trainer, eval_datasets
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from statetrain.engine.checkpoint_store import verify_checkpoint
-from statetrain.engine.deepspeed_state import FORMAT
-from statetrain.engine.tensor_tree import load_tree
+from statetrain.checkpoint.deepspeed import FORMAT
+from statetrain.checkpoint.store import verify_checkpoint
+from statetrain.checkpoint.tensor_tree import load_tree
 from tests.distributed.launching import run_launched
 from tests.distributed.run_ddp import DEFAULTS, eval_datasets
 from tests.distributed.test_ddp import (

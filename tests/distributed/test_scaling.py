@@ -16,8 +16,9 @@ import torch
 from accelerate.utils import FullyShardedDataParallelPlugin
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.engine import scaling
-from statetrain.engine.support import check_supported_arguments
+from statetrain.args import optional_packages
+from statetrain.args.support import check_supported_arguments
+from statetrain.distributed import plugins as scaling
 from tests.helpers import TinyRegressor, regression_rows
 
 FSDP_CASES: list[tuple[Any, dict[str, Any] | None]] = [
@@ -112,7 +113,7 @@ def test_deepspeed_values_that_contradict_the_arguments_are_refused(tmp_path: Pa
 def test_deepspeed_zero3_with_load_best_model_is_refused_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
+    monkeypatch.setattr(optional_packages, "deepspeed_available", lambda: True)
     training = deepspeed_arguments(tmp_path, zero_optimization={"stage": 3})
     training.load_best_model_at_end = True
     with pytest.raises(NotImplementedError, match=r"zero_optimization\.stage=3 and load_best_model_at_end"):
@@ -121,7 +122,7 @@ def test_deepspeed_zero3_with_load_best_model_is_refused_before_training(
 
 def test_deepspeed_with_use_cpu_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """accelerate silently drops DeepSpeed when its CPU switch is on; statetrain says so instead."""
-    monkeypatch.setattr(scaling, "deepspeed_available", lambda: True)
+    monkeypatch.setattr(optional_packages, "deepspeed_available", lambda: True)
     with pytest.raises(ValueError, match=r"TrainingArguments\.deepspeed cannot run with use_cpu=True"):
         scaling.build_deepspeed_plugin(deepspeed_arguments(tmp_path))
 
@@ -133,7 +134,7 @@ def test_deepspeed_dtype_follows_the_config() -> None:
 
 
 def test_missing_deepspeed_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scaling, "deepspeed_available", lambda: False)
+    monkeypatch.setattr(optional_packages, "deepspeed_available", lambda: False)
     with pytest.raises(ImportError, match=r"TrainingArguments\.deepspeed .* 'deepspeed' package"):
         Trainer(model=TinyRegressor(), args=deepspeed_arguments(tmp_path), train_dataset=regression_rows(8))
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.engine.checkpointing import ResumeError
+from statetrain.context.run import Run
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import MachineSpec, Transition
-from statetrain.engine.run import Run
 from statetrain.states import DoneState, InitState
 from statetrain.states.base import State
+from statetrain.trainer.checkpoints import ResumeError
 from tests.helpers import TinyRegressor, regression_rows
 
 
@@ -100,8 +100,8 @@ def test_resume_names_a_registered_object_the_checkpoint_lacks(tmp_path: Path) -
 )
 def test_register_checkpointable_rejects_bad_input(name: str, obj: Any, error: type, match: str) -> None:
     trainer = make(Path("unused"), default_machine())
-    from statetrain.engine.context import EngineState, TrainerState
-    from statetrain.engine.run import TrainingPlan
+    from statetrain.context.run import TrainingPlan
+    from statetrain.context.state import EngineState, TrainerState
 
     plan = TrainingPlan(1, 1, 1, 1, 1, 1.0, 1, 1)
     run = Run(trainer, plan, TrainerState(), EngineState())

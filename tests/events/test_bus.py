@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from statetrain.callbacks.base import TrainerCallback
-from statetrain.engine.context import TrainerControl
+from statetrain.context.state import TrainerControl
 from statetrain.events import Event, EventBus, HandlerError
 
 REFS = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.engine.checkpoint_store import verify_checkpoint
+from statetrain.checkpoint.store import verify_checkpoint
 from statetrain.examples.gan import TinyGAN, gan_machine, gaussian_rows
 from statetrain.testing import assert_resumes_bit_exactly
 

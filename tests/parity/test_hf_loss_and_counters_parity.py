@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.engine.loss import LabelSmoother
+from statetrain.optim.loss import LabelSmoother
 from tests.helpers import TokenModel, token_rows
 from tests.parity.test_hf_training_parity import assert_same_run, run_both
 
@@ -173,7 +173,7 @@ def test_non_padding_without_a_mask_uses_the_tokenizers_pad_id(tmp_path: Any) ->
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
     )
-    from statetrain.engine.data import default_data_collator
+    from statetrain.data.batches import default_data_collator
 
     trainer = Trainer(
         model=TokenModel(),

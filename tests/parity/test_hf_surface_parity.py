@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.engine.schedulers import SCHEDULERS
+from statetrain.optim.schedulers import SCHEDULERS
 from tests.helpers import TinyRegressor, TokenModel, regression_rows, token_rows
 
 transformers = pytest.importorskip("transformers")

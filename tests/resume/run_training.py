@@ -163,7 +163,7 @@ def parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 def kill_inside_checkpoint(step: int) -> None:
     """SIGKILL once ``checkpoint-<step>``'s optimizer files are in its temporary folder."""
-    from statetrain.engine import checkpointing
+    from statetrain.trainer import checkpoints as checkpointing
 
     original = checkpointing.save_tree
 
@@ -182,7 +182,7 @@ def sentinel_handler(signum: int, frame: Any) -> None:  # installed before train
 
 def run_scenario(c: dict[str, Any]) -> int:
     """Run one configured training in this process; write its result (and parameters); the exit status."""
-    from statetrain.engine.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
+    from statetrain.context.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
 
     record = RecordStart()
     callbacks: list[Any] = [record]

@@ -2,7 +2,7 @@
 pickle planting, refused changes, rotation, the best model, callback state, faults, kills, signals.
 
 The store's own lifecycle (temp folder, rename, manifest, rotation under faults) is covered by
-``tests/engine/test_checkpoint_store.py``; here everything goes through ``Trainer.train``. A file-size
+``tests/checkpoint/test_checkpoint_store.py``; here everything goes through ``Trainer.train``. A file-size
 limit, SIGTERM and SIGKILL hit runs in one child process (``run_training.py``, next to this file,
 running the three in turn so torch is imported once); each is resumed in this process, which never
 trained it and so knows only what is on disk. Uninterrupted references are built here by the same
@@ -30,8 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from statetrain import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from statetrain.engine import checkpointing
-from statetrain.engine.checkpoint_store import (
+from statetrain.checkpoint.store import (
     MANIFEST_NAME,
     CheckpointError,
     CheckpointWarning,
@@ -40,8 +39,9 @@ from statetrain.engine.checkpoint_store import (
     list_checkpoints,
     verify_checkpoint,
 )
-from statetrain.engine.checkpointing import ResumeError
-from statetrain.engine.preemption import PREEMPTION_EXIT_CODE
+from statetrain.context.preemption import PREEMPTION_EXIT_CODE
+from statetrain.trainer import checkpoints as checkpointing
+from statetrain.trainer.checkpoints import ResumeError
 from tests.helpers import StopAfter, TinyRegressor, regression_rows
 from tests.resume.run_training import build_trainer, parameters
 

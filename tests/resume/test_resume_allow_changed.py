@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from statetrain.engine.checkpointing import ResumeError
-from statetrain.engine.data import default_data_collator
-from statetrain.engine.resume_geometry import ResumeGeometryWarning
+from statetrain.checkpoint.resume_geometry import ResumeGeometryWarning
+from statetrain.data.batches import default_data_collator
+from statetrain.trainer.checkpoints import ResumeError
 from tests.helpers import StopAfter, TinyRegressor, regression_rows
 
 ROWS = 40

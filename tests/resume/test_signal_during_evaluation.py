@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from statetrain.engine.preemption import TrainingPreempted
+from statetrain.context.preemption import TrainingPreempted
 from tests.helpers import TinyRegressor, regression_rows
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from statetrain.engine.checkpoint_store import verify_checkpoint
-from statetrain.engine.preemption import TrainingPreempted
+from statetrain.checkpoint.store import verify_checkpoint
+from statetrain.context.preemption import TrainingPreempted
 from tests.helpers import TinyRegressor, regression_rows
 
 

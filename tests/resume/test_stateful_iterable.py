@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainerCallback, TrainingArguments
-from statetrain.engine.checkpoint_store import CheckpointWriteError, verify_checkpoint
+from statetrain.checkpoint.store import CheckpointWriteError, verify_checkpoint
 from tests.helpers import RowStream, StopAfter, TinyRegressor, regression_rows
 
 ROWS = 11  # batch 2 -> 6 micro-batches a pass (the last holds 1 row); accumulation 2 -> 3 steps a pass
@@ -157,7 +157,7 @@ def test_with_dataloader_workers_the_position_is_not_saved_and_a_warning_says_so
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rows, k = regression_rows(ROWS, seed=7), 4
-    with caplog.at_level(logging.WARNING, logger="statetrain.engine.dataset_state"):
+    with caplog.at_level(logging.WARNING, logger="statetrain.checkpoint.dataset_position"):
         full = build(tmp_path / "full", CursorStream(rows), save_steps=100, dataloader_num_workers=2)
         full.train()
     assert "dataloader_num_workers=2" in caplog.text and "fast-forwards" in caplog.text

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from statetrain import EarlyStoppingCallback, ExportableState, TrainerCallback, default_machine
+from statetrain.args.training_args import TrainingArguments
 from statetrain.engine.machine import MachineSpec
-from statetrain.engine.training_args import TrainingArguments
 from statetrain.states import AccumulateState, StepState
 from statetrain.testing import (
     HarnessFailure,

@@ -1,0 +1,5 @@
+"""Checkpoints on disk: the atomic, checksummed store, pickle-free tensor trees, RNG states, data
+position, resume geometry, the sharded (FSDP, DeepSpeed) state and the multi-process commit.
+
+May import ``distributed``, ``context`` and the layers below; never states, the engine or the trainer.
+"""

@@ -1,0 +1,194 @@
+"""Loss pieces the Trainer composes: HF's label smoother, label-item counting, the NaN/Inf policies.
+
+Kept apart from the trainer so that each rule (what counts as an item, how a smoothed loss is
+normalised, what a non-finite loss does to the step) has one definition the tests can pin down.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+class NonFiniteLossError(FloatingPointError):
+    """``nan_inf_policy="raise"``: a micro-batch produced a NaN or infinite training loss."""
+
+
+@dataclass
+class LabelSmoother:
+    """HF's ``LabelSmoother``: ``(1 - epsilon) * nll + epsilon * mean over classes of -log p``.
+
+    Positions labelled ``ignore_index`` contribute nothing. Both terms are divided by
+    ``num_items_in_batch`` when the Trainer counted the whole accumulation window, so the window
+    sums to one mean; otherwise by this micro-batch's own non-ignored labels.
+    """
+
+    epsilon: float = 0.1
+    ignore_index: int = IGNORE_INDEX
+
+    def __call__(
+        self,
+        model_output: Any,
+        labels: torch.Tensor,
+        shift_labels: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        logits = model_output["logits"] if isinstance(model_output, Mapping) else model_output[0]
+        if shift_labels:
+            # a causal LM predicts token t+1 at position t
+            logits = logits[..., :-1, :].contiguous()
+            labels = labels[..., 1:].contiguous()
+        neg_log_probs = -nn.functional.log_softmax(logits, dim=-1)
+        if labels.dim() == neg_log_probs.dim() - 1:
+            labels = labels.unsqueeze(-1)
+        padding = labels.eq(self.ignore_index)
+        # gather cannot index -100; those positions are masked out right after
+        nll = neg_log_probs.gather(dim=-1, index=torch.clamp(labels, min=0))
+        # summed in float32 so that half-precision logits do not lose the smoothing term
+        smoothed = neg_log_probs.sum(dim=-1, keepdim=True, dtype=torch.float32)
+        nll = nll.masked_fill(padding, 0.0)
+        smoothed = smoothed.masked_fill(padding, 0.0)
+        denominator: Any
+        if num_items_in_batch is None:
+            denominator = padding.numel() - padding.long().sum()
+        elif torch.is_tensor(num_items_in_batch):
+            denominator = num_items_in_batch.to(nll.device)
+        else:
+            denominator = num_items_in_batch
+        nll_loss = nll.sum() / denominator
+        smoothed_loss = smoothed.sum() / (denominator * neg_log_probs.shape[-1])
+        return (1 - self.epsilon) * nll_loss + self.epsilon * smoothed_loss
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether HF's label smoother shifts labels for ``model``: its class is a registered causal LM.
+
+    Without transformers installed no model can be one of its causal LMs.
+    """
+    if "transformers" not in sys.modules:
+        return False  # a model of a transformers class means transformers is imported already
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - transformers is a test dependency
+        return False
+    get_name = getattr(model, "_get_name", None)
+    name = get_name() if callable(get_name) else type(model).__name__
+    return name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
+# The loss types transformers 5.24 maps to ``ForCausalLMLoss`` (``LOSS_MAPPING``), for when it is not loaded.
+CAUSAL_LM_LOSS_TYPES = frozenset({"ForCausalLM", "ForConditionalGeneration", "CsmForConditionalGeneration"})
+
+
+def loss_shifts_labels(model: nn.Module) -> bool:
+    """Whether ``model``'s own loss shifts its labels, so ``labels[..., 1:]`` is what it counts (HF rule).
+
+    HF asks whether the model's ``loss_type`` maps to ``ForCausalLMLoss`` in transformers'
+    ``LOSS_MAPPING``: that includes the decoder-only ``ForConditionalGeneration`` models, and
+    excludes encoder-decoder models, whose labels line up with their (right-shifted) decoder inputs.
+    """
+    loss_type = getattr(model, "loss_type", None)
+    if loss_type is None or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return False
+    if "transformers" in sys.modules:
+        try:
+            from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+        except ImportError:  # pragma: no cover - a transformers without the mapping
+            pass
+        else:
+            return LOSS_MAPPING.get(loss_type) is ForCausalLMLoss
+    return loss_type in CAUSAL_LM_LOSS_TYPES
+
+
+def count_label_items(batch: Any, shift: bool) -> torch.Tensor | None:
+    """Labels that carry a loss in one micro-batch (not ``-100``), the way HF counts them.
+
+    ``shift_labels`` from the collator is used as given; otherwise ``labels[..., 1:]`` when the
+    model's loss shifts them (a causal LM never predicts position 0). ``None`` when the batch has
+    no countable labels.
+    """
+    if not isinstance(batch, Mapping) or "labels" not in batch:
+        return None
+    try:
+        if "shift_labels" in batch:
+            labels = batch["shift_labels"]
+        elif shift:
+            labels = batch["labels"][..., 1:]
+        else:
+            labels = batch["labels"]
+        return labels.ne(IGNORE_INDEX).sum()
+    except (TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class WindowWeights:
+    """Each micro-batch's share of its window's label items, for losses the model could not normalise.
+
+    ``shares[i]`` belongs to ``batches[i]``, matched by identity so that a stale weight is never
+    applied to a batch from elsewhere. Computed once per window, in one vector operation.
+    """
+
+    batches: list[Any]
+    shares: torch.Tensor
+
+    @classmethod
+    def of(cls, batches: list[Any], counts: list[torch.Tensor], device: Any, spans: Any = None) -> WindowWeights:
+        """Shares ``count / total``; with ``spans`` (an accelerator) the total is summed over its
+        processes and the shares multiplied by their number, since the data-parallel all-reduce
+        averages the gradients."""
+        # float64 keeps the ratios exact enough for a float64 model; MPS has no float64
+        dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        items = torch.stack([count.to(device) for count in counts]).to(dtype)
+        total = items.sum()
+        scale = 1
+        if spans is not None:
+            total = spans.gather(total.reshape(1)).sum()
+            scale = spans.num_processes
+        # a window without any item gives NaN either way; clamping avoids a host sync to check
+        return cls(batches, items * scale / total.clamp(min=1))
+
+    def share_of(self, batch: Any) -> torch.Tensor | None:
+        """The weight of ``batch`` if it is one of this window's micro-batches (the very object)."""
+        for index, member in enumerate(self.batches):
+            if batch is member:
+                return self.shares[index]
+        return None
+
+
+@dataclass
+class NanInfGuard:
+    """Per-window bookkeeping for the ``skip``/``stop`` policies.
+
+    It remembers the running loss sum before the window, so that a window that went non-finite
+    can be taken back out of the logged loss, and where its first non-finite loss came from.
+    """
+
+    owner: object | None = None
+    start_loss: torch.Tensor | None = None
+    first_bad: str | None = None
+
+    def open(self, owner: object, tr_loss: torch.Tensor) -> None:
+        """Called before each micro-batch's loss is added; the first of a window (or run) keeps the sum."""
+        if self.owner is not owner:
+            self.owner, self.start_loss, self.first_bad = owner, None, None
+        if self.start_loss is None:
+            self.start_loss = tr_loss.detach().clone()
+
+    def mark(self, where: str) -> None:
+        """Record a non-finite loss; the first one names the window in the warning."""
+        if self.first_bad is None:
+            self.first_bad = where
+
+    def close(self) -> tuple[torch.Tensor | None, str | None]:
+        """End the window: the loss sum it started from and where it first went non-finite."""
+        result = (self.start_loss, self.first_bad)
+        self.start_loss, self.first_bad = None, None
+        return result

@@ -1,0 +1,322 @@
+"""Checkpoints of a run and resuming from them: what goes into a checkpoint and how it comes back.
+
+The on-disk lifecycle (temporary folder, fsync, rename, manifest with checksums, rotation) is
+``checkpoint_store``'s job; tensors and nested state go through ``tensor_tree`` (safetensors +
+JSON, never pickle). This module decides the content, in HF's layout where HF has one:
+
+``model.safetensors`` (+ ``config.json`` and the processing class when they can be saved),
+``optimizer.*``, ``scheduler.*``, ``scaler.*``, ``rng_state[_<rank>].*``, ``trainer_state.json``
+(HF's layout), ``engine_state.json`` (machine state, data position, loss sums) and
+``training_args.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+from torch import nn
+
+from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
+from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
+from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
+from statetrain.checkpoint.rng import load_rng_state
+from statetrain.checkpoint.store import (
+    MANIFEST_NAME,
+    PREFIX,
+    latest_good_checkpoint,
+    read_manifest_metadata,
+    verify_checkpoint,
+)
+from statetrain.checkpoint.tensor_tree import load_tree, save_tree, tensor_identity
+from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
+from statetrain.data.batches import length_or_none
+
+if TYPE_CHECKING:
+    from statetrain.context.run import Run
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "model.safetensors"
+ARGS_NAME = "training_args.json"
+CHECKPOINTABLE_PREFIX = "extra-"
+"""File stem prefix of the objects custom states register (``extra-<name>.json/.safetensors``)."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot continue this run; the message names what differs or what is missing."""
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def save_model_files(
+    model: nn.Module, processing_class: Any, folder: Path, state: dict[str, Any] | None = None
+) -> None:
+    """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
+
+    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
+    ``state`` is the full state dict gathered from a sharded model (FSDP, DeepSpeed), written instead of the
+    module's.
+    """
+    if state is not None:
+        safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
+    else:
+        safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "save_pretrained", None)):
+        config.save_pretrained(str(folder))
+    if processing_class is not None and callable(getattr(processing_class, "save_pretrained", None)):
+        processing_class.save_pretrained(str(folder))
+
+
+def load_model_weights(model: nn.Module, folder: Path) -> None:
+    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error).
+
+    Loaded through ``load_state_dict``, which copies into the parameters in place, so a model whose
+    parameters are views of a flat buffer (DeepSpeed ZeRO) loads too. A tied tensor saved under one
+    name fills every name that shares it.
+    """
+    path = folder / MODEL_NAME
+    if not path.is_file():
+        raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
+    try:
+        saved = safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
+        raise ResumeError(f"{path} is not a readable safetensors file: {exc}") from exc
+    live = model.state_dict()
+    unexpected = sorted(set(saved) - set(live))
+    loaded_identities = {tensor_identity(live[name]) for name in saved if name in live}
+    missing = sorted(n for n in live if n not in saved and tensor_identity(live[n]) not in loaded_identities)
+    if missing or unexpected:
+        raise ResumeError(f"{path} does not match the model: missing {missing}, unexpected {unexpected}")
+    try:
+        model.load_state_dict(saved, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise ResumeError(f"{path} does not match the model: {exc}") from exc
+
+
+class CheckpointMixin:
+    """Save and resume, mixed into the Trainer."""
+
+    if TYPE_CHECKING:  # what the Trainer provides
+        args: Any
+        accelerator: Any
+        model: nn.Module
+        model_wrapped: nn.Module
+        processing_class: Any
+        state: TrainerState
+        control: Any
+        bus: Any
+        train_dataset: Any
+        lr_scheduler: Any
+        optimizer: Any
+        _train_batch_size: int
+
+        def store_flos(self, run: Run | None = None) -> None: ...
+        def _snapshot_stateful_callbacks(self) -> None: ...
+
+    # --- saving -------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the model (and config, processing class) to ``output_dir`` (HF ``save_model``)."""
+        target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        full_state = gather_model_state(self.model_wrapped)  # FSDP: every process takes part
+        if not self.args.should_save:
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target, full_state)
+        (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
+
+    def _checkpoint_metadata(self, run: Run | None = None) -> dict[str, Any]:
+        """What a resume must match (or knowingly override), recorded in the manifest.
+
+        The dataset length is the one the run started with: a dataset a custom state switched to
+        mid-run (a curriculum) is the run's own doing, not a change a resume must refuse.
+        """
+        dataset_length = run.dataset_length if run is not None else length_or_none(self.train_dataset)
+        return {
+            "global_step": self.state.global_step,
+            "world_size": self.args.world_size,
+            "per_device_train_batch_size": self._train_batch_size,
+            "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+            "dataset_length": dataset_length,
+            "seed": self.args.seed,
+            "save_only_model": bool(self.args.save_only_model),
+        }
+
+    def _save_checkpoint(self, run: Run) -> Path:
+        """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest)."""
+        args, state = self.args, self.state
+        self.store_flos(run)
+        output_dir = Path(args.output_dir)
+        name = f"{PREFIX}-{state.global_step}"
+        if _plain(args.save_strategy) in ("steps", "epoch", "best") and state.best_global_step:
+            best = output_dir / f"{PREFIX}-{state.best_global_step}"
+            if best.name == name or best.is_dir():
+                state.best_model_checkpoint = str(best)
+        self._snapshot_stateful_callbacks()
+        tr_loss = run.tr_loss
+        run.engine.tr_loss = float(tr_loss.item()) if tr_loss is not None else 0.0
+        engine_json = run.engine.to_json_string()
+        model = self.accelerator.unwrap_model(run.model)
+        rng_states = None if args.save_only_model else gather_rng_states(args)  # every rank's, to one writer
+        full_model, full_optimizer = gather_for_checkpoint(run.model, run.optimizer, bool(args.save_only_model))
+
+        def write_files(folder: Path) -> None:
+            save_model_files(model, self.processing_class, folder, full_model)
+            if not args.save_only_model:
+                raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
+                optimizer_state = full_optimizer if full_optimizer is not None else raw_optimizer.state_dict()
+                save_tree(optimizer_state, folder, "optimizer")
+                save_tree(run.lr_scheduler.state_dict(), folder, "scheduler")
+                if self.accelerator.scaler is not None:
+                    save_tree(self.accelerator.scaler.state_dict(), folder, "scaler")
+                write_rng_files(folder, args, rng_states)
+                for key, obj in run.checkpointables.items():
+                    save_tree(obj.state_dict(), folder, f"{CHECKPOINTABLE_PREFIX}{key}")
+            state.save_to_json(folder / TRAINER_STATE_NAME)
+            (folder / ENGINE_STATE_NAME).write_text(engine_json, encoding="utf-8")
+            (folder / ARGS_NAME).write_text(args.to_json_string(), encoding="utf-8")
+
+        protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
+        # written once; with several processes every rank waits until the checkpoint is committed
+        return commit_checkpoint(args, output_dir, name, write_files, self._checkpoint_metadata(run), protected)
+
+    # --- resuming -----------------------------------------------------------------------------
+    def _resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
+        """``True`` → the newest good checkpoint in ``output_dir``; a path → that one, verified."""
+        if resume_from_checkpoint is True:
+            found = latest_good_checkpoint(Path(self.args.output_dir))
+            if found is None:
+                raise ResumeError(f"no valid checkpoint found in output_dir {self.args.output_dir!r}")
+            return found
+        path = Path(str(resume_from_checkpoint))
+        if not path.is_dir():
+            raise ResumeError(f"resume_from_checkpoint={str(path)!r} is not a folder")
+        verify_checkpoint(path)
+        return path
+
+    def _locate_checkpoint(self, resume_from_checkpoint: str | bool, name: str) -> Path:
+        """The checkpoint another process verified, as this process sees it (no hashing).
+
+        ``name`` is the folder the verifying process chose; an explicit path keeps its own name, so
+        processes given different paths still disagree visibly.
+        """
+        explicit = resume_from_checkpoint is not True
+        path = Path(str(resume_from_checkpoint)) if explicit else Path(self.args.output_dir) / name
+        if not (path / MANIFEST_NAME).is_file():
+            raise ResumeError(
+                f"{path} has no {MANIFEST_NAME} on this process's file system, though the main process found and "
+                "verified it; every process must see the same output_dir"
+            )
+        return path
+
+    def _check_resume_compatible(self, path: Path) -> dict[str, Any]:
+        """Refuse a checkpoint whose batch geometry or data differ from this run's, naming each change.
+
+        The checkpoint was verified when it was resolved, so only its manifest is read here.
+        """
+        recorded = read_manifest_metadata(path)
+        if recorded.get("save_only_model"):
+            raise ResumeError(
+                f"{path} was written with save_only_model=True: it holds no optimizer, scheduler or RNG "
+                "state, so training cannot continue exactly from it"
+            )
+        current = self._checkpoint_metadata()
+        if recorded.get("world_size", current["world_size"]) != current["world_size"]:
+            raise ResumeError(world_size_mismatch(path, recorded["world_size"], current["world_size"]))
+        refusal = review_changes(path, recorded, current, getattr(self.args, "resume_allow_changed", None))
+        if refusal is not None:
+            raise ResumeError(refusal)
+        if recorded.get("seed") not in (None, current["seed"]):
+            warnings.warn(
+                f"resuming from {path} with seed {current['seed']} (the checkpoint used {recorded['seed']})",
+                stacklevel=2,
+            )
+        return recorded
+
+    def _load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
+        state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
+        engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
+        # a geometry change that resume_allow_changed accepted: the data position, in current batches
+        recorded, current = read_manifest_metadata(path), self._checkpoint_metadata()
+        if geometry_changes(recorded, current):
+            engine.batches_in_epoch = rescale_position(engine.batches_in_epoch, recorded, current)
+            state.train_batch_size = self._train_batch_size
+        if state.best_model_checkpoint is not None and not Path(state.best_model_checkpoint).is_dir():
+            logger.warning(
+                "the best checkpoint %s recorded in the resumed state no longer exists; ignoring it",
+                state.best_model_checkpoint,
+            )
+            state.best_model_checkpoint = None
+        return state, engine
+
+    def _restore_callback_states(self, state: TrainerState) -> None:
+        """Put stored ``ExportableState`` values back into the registered callbacks, in place.
+
+        Instances of one class are matched to the stored list in registration order (HF pairs them
+        with stale entries). ``EarlyStoppingCallback`` is always restored, so a resumed run
+        continues its count (HF restarts it unless ``restore_callback_states_from_checkpoint``);
+        every other exportable callback, and the control, follow that argument as in HF.
+        """
+        from statetrain.callbacks.early_stopping import EarlyStoppingCallback
+
+        restore_all = bool(self.args.restore_callback_states_from_checkpoint)
+        seen: dict[str, int] = {}
+        for callback in [*self.bus.callbacks, self.control]:
+            if not callable(getattr(callback, "state", None)):
+                continue
+            if not (restore_all or isinstance(callback, EarlyStoppingCallback)):
+                continue
+            cls_name = type(callback).__name__
+            stored = state.stateful_callbacks.get(cls_name)
+            if stored is None:
+                continue
+            entries = stored if isinstance(stored, list) else [stored]
+            index = seen.get(cls_name, 0)
+            seen[cls_name] = index + 1
+            if index >= len(entries):
+                logger.warning("checkpoint holds no state for %s instance %d", cls_name, index + 1)
+                continue
+            for key, value in entries[index].get("attributes", {}).items():
+                setattr(callback, key, value)
+            if cls_name == "TrainerControl":
+                for key, value in entries[index].get("args", {}).items():
+                    setattr(callback, key, value)
+
+    def _load_optimizer_and_schedule(self, path: Path, run: Run) -> None:
+        raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
+        # under FSDP the full state is loaded into this process's shard
+        load_optimizer_state(run.model, raw_optimizer, load_tree(path, "optimizer", map_location=self.args.device))
+        run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(load_tree(path, "scaler"))
+
+    def _load_checkpointables(self, path: Path, run: Run) -> None:
+        """Restore what custom states registered; a checkpoint without one of them is refused by name."""
+        for key, obj in run.checkpointables.items():
+            stem = f"{CHECKPOINTABLE_PREFIX}{key}"
+            try:
+                tree = load_tree(path, stem, map_location=self.args.device)
+            except FileNotFoundError as exc:
+                raise ResumeError(
+                    f"{path} holds no state for checkpointable {key!r} ({type(obj).__name__}), which a state "
+                    f"of this machine registered: was the checkpoint written by a different machine? ({exc})"
+                ) from exc
+            obj.load_state_dict(tree)
+
+    def _load_rng(self, path: Path) -> dict[str, Any]:
+        return load_rng_state(path, rank=self.args.process_index if self.args.world_size > 1 else None)
+
+    def _finish_checkpoints(self) -> None:
+        """End of training: load the best weights when ``load_best_model_at_end`` asks for them."""
+        best = self.state.best_model_checkpoint
+        if best is None:
+            return
+        if self.args.load_best_model_at_end:
+            logger.info("loading the best model from %s (score %s)", best, self.state.best_metric)
+            load_model_weights(self.accelerator.unwrap_model(self.model), Path(best))
