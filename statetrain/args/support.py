@@ -150,7 +150,6 @@ NEEDS = {
 
 SUPPORTED_VALUES: dict[str, tuple[str, ...]] = {
     "train_sampling_strategy": ("random", "sequential", "group_by_length"),
-    "report_to": ("none",),
 }
 
 
@@ -173,8 +172,6 @@ def check_supported_arguments(args: Any) -> None:
     for name, allowed in SUPPORTED_VALUES.items():
         value = getattr(args, name, None)
         values = [_plain(v) for v in value] if isinstance(value, (list, tuple)) else [_plain(value)]
-        if name == "report_to" and values in ([], ["none"]):
-            continue
         bad = [v for v in values if v not in allowed]
         if bad:
             raise NotImplementedError(

@@ -22,6 +22,7 @@ from statetrain.args.support import check_supported_arguments
 from statetrain.args.training_args import TrainingArguments
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
+from statetrain.callbacks.reporting import reporting_callbacks
 from statetrain.checkpoint.rng import restore_rng_state
 from statetrain.context.metrics import TrainOutput, speed_metrics
 from statetrain.context.preemption import TrainingPreempted, preemption_handlers
@@ -193,7 +194,8 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
             "train_dataloader": None,
             "eval_dataloader": None,
         }
-        for callback in [DefaultFlowCallback, *(callbacks or [])]:
+        # HF's order: the flow, the report_to integrations, then the user's callbacks
+        for callback in [DefaultFlowCallback, *reporting_callbacks(self.args.report_to), *(callbacks or [])]:
             self.bus.add_callback(callback)
         self.bus.add_callback(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
 
