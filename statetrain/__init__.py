@@ -15,11 +15,13 @@ from statetrain.engine.default_machine import default_machine
 from statetrain.engine.machine import Guard, MachineSpec, Transition, flag
 from statetrain.events import Event, EventBus, EventData, HandlerError
 from statetrain.states import State
+from statetrain.trainer.hp_search import BestRun
 from statetrain.trainer.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BestRun",
     "DefaultFlowCallback",
     "EarlyStoppingCallback",
     "EngineState",

@@ -53,6 +53,7 @@ from statetrain.optim.loss import (
 from statetrain.trainer.batch_size_search import resume_batch_size, run_with_batch_size_search
 from statetrain.trainer.checkpoints import CheckpointMixin, load_model_weights
 from statetrain.trainer.evaluation import EvaluationMixin, can_return_loss
+from statetrain.trainer.hp_search import HyperparameterSearchMixin
 from statetrain.trainer.model_options import (
     check_model_options,
     compile_model,
@@ -67,7 +68,14 @@ from statetrain.trainer.training_step import TrainingStepMixin
 logger = logging.getLogger(__name__)
 
 
-class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, EvaluationMixin, CheckpointMixin):
+class Trainer(
+    TrainingStepMixin,
+    TrainingDataMixin,
+    OptimizationMixin,
+    EvaluationMixin,
+    CheckpointMixin,
+    HyperparameterSearchMixin,
+):
     """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
 
     def __init__(
@@ -320,8 +328,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
         """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
-        if trial is not None:
-            raise NotImplementedError("train(trial=...): hyperparameter search is not supported")
+        self._hp_search_setup(trial)  # first: a trial may change the seed, as in HF
         args = self.args
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
@@ -334,7 +341,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         self.is_in_train = True
         if self.model_init is not None:
             set_seed(args.seed, deterministic=bool(args.full_determinism))
-            self.model = self.call_model_init().to(args.device)
+            self.model = self.call_model_init(trial).to(args.device)
             self.model_wrapped = self.model
             self._inspect_model(self.model)
             self.optimizer, self.lr_scheduler = None, None
@@ -361,6 +368,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
             self.state.num_train_epochs = plan.num_train_epochs
             self.state.is_local_process_zero = self.is_local_process_zero()
             self.state.is_world_process_zero = self.is_world_process_zero()
+            self._record_trial(self.state, trial)
             run = Run(self, plan, self.state, engine)
             run.ignore_keys_for_eval = ignore_keys_for_eval
             if checkpoint is not None:
