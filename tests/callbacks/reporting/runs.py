@@ -83,3 +83,11 @@ def assert_same_series(got: list[tuple[int, float]], expected: list[tuple[int, f
 
     assert [s for s, _ in got] == [s for s, _ in expected]
     assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)
+
+
+def finish_wandb() -> None:
+    """End the W&B run and its service: offline run files are complete on disk only after that."""
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.callbacks.reporting.runs import assert_same_series, train_tiny, wandb_records
+from tests.callbacks.reporting.runs import assert_same_series, finish_wandb, train_tiny, wandb_records
 
 pytestmark = pytest.mark.usefixtures("offline_trackers")
 
@@ -16,9 +16,7 @@ pytestmark = pytest.mark.usefixtures("offline_trackers")
 @pytest.fixture(autouse=True)
 def _finish_wandb() -> Any:
     yield
-    import wandb
-
-    wandb.finish()
+    finish_wandb()
 
 
 def _history_rows(run_file: Path) -> list[dict[str, Any]]:
@@ -36,7 +34,7 @@ def test_wandb_offline_run_folder_holds_hf_names_against_global_step(offline_tra
 
     trainer = train_tiny(tmp_path / "out", "wandb", run_name="tiny-run")
     run_id = wandb.run.id
-    wandb.finish()
+    finish_wandb()
     folders = list((offline_trackers / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(folders) == 1
     rows = _history_rows(folders[0] / f"run-{run_id}.wandb")
@@ -77,6 +75,6 @@ def test_a_resumed_run_reattaches_to_the_same_wandb_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     train_tiny(out, "wandb")
     first = wandb.run.id
-    wandb.finish()
+    finish_wandb()
     train_tiny(out, "wandb", resume=str(out / "checkpoint-4"))
     assert wandb.run.id == first
