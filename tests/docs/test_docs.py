@@ -12,6 +12,7 @@ import pytest
 
 from statetrain.cli import main as cli_main
 from statetrain.engine.default_machine import default_machine
+from tests.callbacks.reporting.runs import set_offline_trackers
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -25,20 +26,9 @@ def python_blocks(page: Path) -> list[str]:
 PAGES_WITH_CODE = [p for p in DOCS if python_blocks(p)]
 
 
-def offline_trackers(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The trackers the reporting examples use, offline and inside ``folder``."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(folder))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{folder / 'mlruns'}")
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.setenv("TRACKIO_DIR", str(folder / "trackio"))
-    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-
-
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: p.name)
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    offline_trackers(tmp_path, monkeypatch)
+    set_offline_trackers(tmp_path, monkeypatch)  # the reporting examples' trackers stay offline
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     cwd = os.getcwd()
     os.chdir(tmp_path)

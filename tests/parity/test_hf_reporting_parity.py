@@ -10,12 +10,19 @@ from typing import Any
 import pytest
 import torch
 
-from tests.callbacks.reporting.conftest import offline_trackers  # noqa: F401  (fixture)
-from tests.callbacks.reporting.runs import finish_wandb, train_tiny, wandb_records
+from tests.callbacks.reporting.runs import finish_wandb, set_offline_trackers, train_tiny, wandb_records
 from tests.helpers import TinyRegressor, regression_rows
 
 transformers = pytest.importorskip("transformers")
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("offline_trackers")]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def offline_trackers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "trackers"
+    root.mkdir()
+    set_offline_trackers(root, monkeypatch)
+    return root
 
 
 def _train_hf(output_dir: Path, report_to: str, **options: Any) -> None:
@@ -36,9 +43,7 @@ def _mlflow_series(run_name: str) -> tuple[dict[str, list[int]], set[str]]:
 
     client = mlflow.MlflowClient()
     run = next(r for r in client.search_runs(["0"]) if r.info.run_name == run_name)
-    series = {
-        key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics
-    }
+    series = {key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
     return series, set(run.data.params)
 
 

@@ -42,6 +42,17 @@ def train_tiny(
     return trainer
 
 
+def set_offline_trackers(root: Path, monkeypatch: Any) -> None:
+    """Environment for every tracker to write under ``root`` and never reach a server."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(root))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{root / 'mlruns'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("TRACKIO_DIR", str(root / "trackio"))
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+
+
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series under ``folder``, read back by TensorBoard's own ``EventAccumulator``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
