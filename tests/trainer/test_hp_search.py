@@ -162,14 +162,13 @@ def test_several_directions_return_the_pareto_front(tmp_path: Path) -> None:
     assert all(len(r.objective) == 2 for r in front)  # type: ignore[arg-type]
 
 
-def test_the_default_objective_and_space_are_hfs(tmp_path: Path) -> None:
+def test_the_default_space_is_transformers() -> None:
     transformers = pytest.importorskip("transformers")
-    from statetrain.trainer.hp_search import default_compute_objective
+    from statetrain.trainer.hp_search import default_hp_space_optuna
 
-    metrics = {"eval_loss": 0.5, "eval_runtime": 1.0, "eval_samples_per_second": 3.0, "epoch": 1.0}
-    assert default_compute_objective(metrics) == transformers.trainer_utils.default_compute_objective(metrics)
-    metrics["eval_accuracy"] = 0.9
-    assert default_compute_objective(metrics) == transformers.trainer_utils.default_compute_objective(metrics)
+    values = {"learning_rate": 3e-5, "num_train_epochs": 2, "seed": 7, "per_device_train_batch_size": 16}
+    trial = optuna.trial.FixedTrial(values)
+    assert default_hp_space_optuna(trial) == transformers.trainer_utils.default_hp_space_optuna(trial) == values
 
 
 @pytest.mark.parametrize(("backend", "words"), [("ray", "Ray Tune"), ("wandb", "W&B sweeps")])
