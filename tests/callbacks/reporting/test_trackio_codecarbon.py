@@ -14,8 +14,9 @@ pytestmark = pytest.mark.usefixtures("offline_trackers")
 def test_trackio_local_store_holds_hf_names(tmp_path: Path) -> None:
     import trackio
 
-    trainer = train_tiny(tmp_path / "out", "trackio", run_name="tiny-run", project="statetrain-tests")
-    logs = trackio.SQLiteStorage.get_logs("statetrain-tests", "tiny-run")
+    project = f"statetrain-{tmp_path.name}"  # trackio reads TRACKIO_DIR once, at import: keep projects apart
+    trainer = train_tiny(tmp_path / "out", "trackio", run_name="tiny-run", project=project)
+    logs = trackio.SQLiteStorage.get_logs(project, "tiny-run")
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     got = [(row["train/global_step"], row["train/loss"]) for row in logs if "train/loss" in row]
     assert [s for s, _ in got] == [s for s, _ in losses]
