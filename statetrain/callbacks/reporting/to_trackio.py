@@ -5,7 +5,8 @@ bucket_id=args.trackio_bucket_id, private=args.hub_private_repo, resume="allow")
 ``args.to_dict()`` plus an HF model's config, values are logged with HF's names against
 ``train/global_step`` (run totals left out, as HF does), and the run is finished at train end.
 Without a Space it stays local (``$TRACKIO_DIR``). This version does not freeze a Space after
-training. A resumed run re-opens the run its checkpoint names.
+training. A resumed run re-opens the run its checkpoint names and skips the log entries that run
+already received (counted in ``output_dir/trackio-sent.json``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from statetrain.callbacks.base import ExportableState, TrainerCallback
 from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs, stored_attributes
+from statetrain.callbacks.reporting.sent import SentLog
 
 
 class TrackioCallback(TrainerCallback, ExportableState):
@@ -27,6 +29,7 @@ class TrackioCallback(TrainerCallback, ExportableState):
         self._trackio = trackio
         self._initialized = False
         self.run_name: str | None = None
+        self._sent = SentLog("trackio")
 
     def state(self) -> dict[str, Any]:
         """The Trackio run's name, so a resumed run continues it."""
@@ -46,6 +49,7 @@ class TrackioCallback(TrainerCallback, ExportableState):
             bucket_id=args.trackio_bucket_id,
         )
         self.run_name = getattr(run, "name", None)
+        self._sent.open(args.output_dir, self.run_name, resumed=bool(resumed))
         self._trackio.config.update({**model_config_dict(model), **args.to_dict()}, allow_val_change=True)
         if callable(getattr(model, "num_parameters", None)):
             self._trackio.config["model/num_parameters"] = model.num_parameters()
@@ -59,7 +63,7 @@ class TrackioCallback(TrainerCallback, ExportableState):
     ) -> None:
         if not self._initialized:
             self.setup(args, state, model)
-        if not state.is_world_process_zero or logs is None:
+        if not state.is_world_process_zero or logs is None or not self._sent.should_send(state):
             return
         history = rewrite_logs({k: v for k, v in logs.items() if k not in SUMMARY_ONLY})
         self._trackio.log({**history, "train/global_step": state.global_step})

@@ -8,7 +8,9 @@ the config is ``args.to_dict()`` plus an HF model's config, every value is logge
 ``WANDB_LOG_MODEL`` artifacts are not uploaded by this version (a warning says so). Offline
 (``WANDB_MODE=offline``) it writes the run folder under ``$WANDB_DIR``.
 
-A resumed run re-attaches to the W&B run id its checkpoint names (``resume="allow"``).
+A resumed run re-attaches to the W&B run id its checkpoint names (``resume="allow"``) and skips
+the log entries that run already received (counted in ``output_dir/wandb-sent.json``), so the
+steps an interrupted run logged after its last checkpoint are not logged twice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from statetrain.callbacks.base import ExportableState, TrainerCallback
 from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs, stored_attributes
+from statetrain.callbacks.reporting.sent import SentLog
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class WandbCallback(TrainerCallback, ExportableState):
         self._wandb = wandb
         self._initialized = False
         self.run_id: str | None = None
+        self._sent = SentLog("wandb")
         if os.environ.get("WANDB_LOG_MODEL", "false").lower() not in ("false", ""):
             logger.warning("WANDB_LOG_MODEL is set, but statetrain does not upload model artifacts to W&B yet")
 
@@ -60,6 +64,7 @@ class WandbCallback(TrainerCallback, ExportableState):
                 init_args.update(id=resumed_id, resume="allow")
             wandb.init(project=os.environ.get("WANDB_PROJECT", "huggingface"), **init_args)
         self.run_id = wandb.run.id
+        self._sent.open(args.output_dir, self.run_id, resumed=bool(resumed_id))
         config = {**model_config_dict(model), **args.to_dict()}
         wandb.config.update(config, allow_val_change=True)
         wandb.define_metric("train/global_step")
@@ -84,7 +89,7 @@ class WandbCallback(TrainerCallback, ExportableState):
     ) -> None:
         if not self._initialized:
             self.setup(args, state, model)
-        if not state.is_world_process_zero or logs is None:
+        if not state.is_world_process_zero or logs is None or not self._sent.should_send(state):
             return
         run = self._wandb.run
         for key, value in logs.items():

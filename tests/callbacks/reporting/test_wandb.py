@@ -69,12 +69,19 @@ def test_wandb_project_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert wandb.run.project == "digits"
 
 
-def test_a_resumed_run_reattaches_to_the_same_wandb_run(tmp_path: Path) -> None:
+def test_a_resumed_run_continues_the_same_wandb_run_without_repeats(offline_trackers: Path, tmp_path: Path) -> None:
     import wandb
 
     out = tmp_path / "out"
-    train_tiny(out, "wandb")
+    whole = train_tiny(out, "wandb")
     first = wandb.run.id
     finish_wandb()
-    train_tiny(out, "wandb", resume=str(out / "checkpoint-4"))
+    train_tiny(out, "wandb", resume=str(out / "checkpoint-4"))  # replays steps 5 and 6
     assert wandb.run.id == first
+    finish_wandb()
+    folders = sorted((offline_trackers / "wandb").glob(f"offline-run-*-{first}"))
+    assert len(folders) == 2  # W&B keeps each offline session in its own folder; `wandb sync` joins them
+    rows = [row for folder in folders for row in _history_rows(folder / f"run-{first}.wandb")]
+    losses = [(e["step"], e["loss"]) for e in whole.state.log_history if "loss" in e]
+    assert_same_series([(r["train/global_step"], r["train/loss"]) for r in rows if "train/loss" in r], losses)
+    assert [r["train/global_step"] for r in rows if "eval/loss" in r] == [3, 6]
