@@ -83,6 +83,9 @@ class WandbCallback(TrainerCallback, ExportableState):
             self._initialized = False
         if not self._initialized:
             self.setup(args, state, model)
+        elif state.is_world_process_zero and self.run_id is not None:
+            # another train() into the open run: a fresh log history is sent whole, a resumed one from where it was
+            self._sent.open(args.output_dir, self.run_id, resumed=state.global_step > 0)
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, model: Any = None, **kwargs: Any

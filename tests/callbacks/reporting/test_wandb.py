@@ -85,3 +85,23 @@ def test_a_resumed_run_continues_the_same_wandb_run_without_repeats(offline_trac
     losses = [(e["step"], e["loss"]) for e in whole.state.log_history if "loss" in e]
     assert_same_series([(r["train/global_step"], r["train/loss"]) for r in rows if "train/loss" in r], losses)
     assert [r["train/global_step"] for r in rows if "eval/loss" in r] == [3, 6]
+
+
+def test_a_second_train_call_logs_into_the_open_run(offline_trackers: Path, tmp_path: Path) -> None:
+    import wandb
+
+    from statetrain import Trainer, TrainingArguments
+    from tests.helpers import TinyRegressor, regression_rows
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, logging_steps=1,
+        save_strategy="no", report_to="wandb", disable_tqdm=True, use_cpu=True,
+    )  # fmt: skip
+    trainer = Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(16))
+    trainer.train()
+    trainer.train()  # HF keeps the W&B run open after train(): the second run logs into it
+    run_id = wandb.run.id
+    finish_wandb()
+    folder = next((offline_trackers / "wandb").glob(f"offline-run-*-{run_id}"))
+    rows = _history_rows(folder / f"run-{run_id}.wandb")
+    assert [r["train/global_step"] for r in rows if "train/loss" in r] == [1, 2, 1, 2]
