@@ -108,11 +108,12 @@ class HyperparameterSearchMixin:
 
     args: Any  # the Trainer's
     _train_batch_size: int
-    hp_search_backend: str | None = None
-    hp_space: Callable[[Any], dict[str, Any]] | None = None
-    hp_name: Callable[[Any], str] | None = None
-    compute_objective: Callable[[dict[str, float]], Any] = staticmethod(default_compute_objective)
-    objective: Any = None
+    # set by hyperparameter_search, as HF sets them (instance attributes, read with getattr before a search)
+    hp_search_backend: str | None
+    hp_space: Callable[[Any], dict[str, Any]] | None
+    hp_name: Callable[[Any], str] | None
+    compute_objective: Callable[[dict[str, float]], Any]
+    objective: Any
     _trial: Any = None
 
     def hyperparameter_search(
@@ -177,7 +178,7 @@ class HyperparameterSearchMixin:
         trainer.objective = None
         pruning = OptunaPruning(trainer, trial, multi_objective)
         trainer.add_callback(pruning)
-        trainer.args.output_dir = os.path.join(base, self.trial_run_name(trial))
+        trainer.args.output_dir = os.path.join(base, self._trial_run_name(trial))
         try:
             trainer.train(trial=trial)
             if trainer.objective is None:  # no evaluation during training: evaluate once at the end
@@ -191,17 +192,18 @@ class HyperparameterSearchMixin:
             return [float(v) for v in trainer.objective]
         return float(trainer.objective)  # NaN: optuna records the trial as failed and goes on
 
-    def trial_run_name(self, trial: Any) -> str:
+    def _trial_run_name(self, trial: Any) -> str:
         """HF's trial folder name: ``hp_name(trial)`` if given, else ``run-<trial number>``."""
         return self.hp_name(trial) if self.hp_name is not None else f"run-{trial.number}"
 
     def _hp_search_setup(self, trial: Any) -> None:
         """Put the trial's hyperparameters on ``args`` (cast to each field's type, as HF does)."""
         self._trial = trial
-        if self.hp_search_backend is None or trial is None or self.hp_space is None:
+        hp_space = getattr(self, "hp_space", None)
+        if getattr(self, "hp_search_backend", None) is None or trial is None or hp_space is None:
             return
         args: Any = self.args
-        for key, value in self.hp_space(trial).items():
+        for key, value in hp_space(trial).items():
             if not hasattr(args, key):
                 logger.warning("hyperparameter_search: %r is no TrainingArguments field; it is not set", key)
                 continue
@@ -214,6 +216,7 @@ class HyperparameterSearchMixin:
     def _record_trial(self, state: Any, trial: Any) -> None:
         """HF's trial fields on the state: ``is_hyper_param_search``, ``trial_name``, ``trial_params``."""
         state.is_hyper_param_search = trial is not None
-        state.trial_name = self.hp_name(self._trial) if self.hp_name is not None and self._trial is not None else None
+        hp_name = getattr(self, "hp_name", None)
+        state.trial_name = hp_name(self._trial) if hp_name is not None and self._trial is not None else None
         params = getattr(trial, "params", None)
         state.trial_params = dict(params) if isinstance(params, dict) else None
