@@ -55,6 +55,8 @@ class MLflowCallback(TrainerCallback, ExportableState):
         self._auto_end_run = False
         self.run_id: str | None = None
         self._already_logged: dict[str, int] = {}
+        if _env_flag("HF_MLFLOW_LOG_ARTIFACTS"):
+            logger.warning("HF_MLFLOW_LOG_ARTIFACTS is set, but statetrain does not copy checkpoints to MLflow yet")
 
     def state(self) -> dict[str, Any]:
         """The MLflow run, so a resumed run continues it."""
