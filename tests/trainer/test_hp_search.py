@@ -118,6 +118,26 @@ def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, polic
     assert best.run_id in ("0", "2")
 
 
+class OutOfMemory(TinyRegressor):
+    """A model too big for the device: its forward raises what torch raises then."""
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+def test_an_out_of_memory_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    def model_init(trial: Any) -> torch.nn.Module:
+        return OutOfMemory() if trial is not None and trial.number == 0 else TinyRegressor()
+
+    storage = optuna.storages.InMemoryStorage()
+    best = _tiny_trainer(tmp_path, model_init).hyperparameter_search(
+        hp_space=_learning_rate, n_trials=2, storage=storage, study_name="s"
+    )
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert best.run_id == "1"
+
+
 def test_the_search_resumes_a_study_from_its_storage(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     trainer = _tiny_trainer(tmp_path / "out", lambda: TinyRegressor())
