@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from statetrain.cli.config import ConfigError, config_json_schema, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +58,8 @@ class StateFileWriter:
 
 
 def run(options: argparse.Namespace) -> int:
+    from statetrain.cli.config import ConfigError, config_json_schema, load_config
+
     if options.print_schema:
         json.dump(config_json_schema(), sys.stdout, indent=2)
         sys.stdout.write("\n")
