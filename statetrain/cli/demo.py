@@ -29,8 +29,7 @@ def run(options: argparse.Namespace) -> int:
     )
     verdict = "equal" if result.bit_identical else "DIFFER FROM"
     print(
-        f"final weights {verdict} an uninterrupted run's bit for bit "
-        f"({result.tensors_compared} tensors, torch.equal)"
+        f"final weights {verdict} an uninterrupted run's bit for bit ({result.tensors_compared} tensors, torch.equal)"
     )
     print("look at:")
     for what, path in result.files.items():

@@ -28,9 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MARKDOWN",
         help="rewrite the mermaid block between the GENERATED DIAGRAM markers of this file instead of printing",
     )
-    parser.add_argument(
-        "machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)"
-    )
+    parser.add_argument("machine", nargs="?", help="package.module:attribute of a MachineSpec (default: the Trainer's)")
     parser.set_defaults(handler=run)
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train from a YAML config file (see docs/cli.md)")
     parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="the run's config file")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from statetrain.reports.run_files import RunRecord
 
 TRAINING_SERIES = (("loss", "training loss"), ("learning_rate", "learning rate"), ("grad_norm", "grad norm"))
@@ -43,7 +45,7 @@ def plot_runs(runs: list[RunRecord], out_dir: str | Path) -> list[Chart]:
         figure = Figure(figsize=(7, 4), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        for run, label in zip(runs, labels):
+        for run, label in zip(runs, labels, strict=True):
             steps, values = run.series(key)
             if steps:
                 axes.plot(steps, values, marker="." if len(steps) < 50 else None, label=label)
@@ -54,8 +56,9 @@ def plot_runs(runs: list[RunRecord], out_dir: str | Path) -> list[Chart]:
         axes.legend()
         chart = Chart(out / f"{key}.png", key)
         for line in axes.get_lines():
-            xs, ys = line.get_xdata(), line.get_ydata()
-            chart.lines[str(line.get_label())] = ([float(x) for x in xs], [float(y) for y in ys])
+            xs = np.asarray(line.get_xdata(), dtype=float).tolist()
+            ys = np.asarray(line.get_ydata(), dtype=float).tolist()
+            chart.lines[str(line.get_label())] = (xs, ys)
         figure.savefig(chart.path)
         charts.append(chart)
     return charts

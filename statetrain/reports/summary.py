@@ -19,7 +19,9 @@ def summarize(run: RunRecord) -> dict[str, Any]:
         "status": "finished" if finished else "not finished (running, stopped or crashed)",
         "global_step": global_step,
         "max_steps": state.get("max_steps"),
-        "epoch": max([float(state.get("epoch", 0) or 0), *(float(e["epoch"]) for e in run.log_history if "epoch" in e)]),
+        "epoch": max(
+            [float(state.get("epoch", 0) or 0), *(float(e["epoch"]) for e in run.log_history if "epoch" in e)]
+        ),
         "num_train_epochs": state.get("num_train_epochs"),
         "best_metric": state.get("best_metric"),
         "best_global_step": state.get("best_global_step"),

@@ -50,7 +50,10 @@ def test_plot_reads_a_crashed_run_from_its_newest_checkpoint(two_runs: tuple[Pat
     assert run.state_file == crashed / "checkpoint-8" / "trainer_state.json"
     chart = next(c for c in plot_runs([run], tmp_path / "plots") if c.key == "loss")
     history = json.loads((crashed / "checkpoint-8" / "trainer_state.json").read_text())["log_history"]
-    assert chart.lines["crashed"] == ([float(e["step"]) for e in history if "loss" in e], [e["loss"] for e in history if "loss" in e])
+    assert chart.lines["crashed"] == (
+        [float(e["step"]) for e in history if "loss" in e],
+        [e["loss"] for e in history if "loss" in e],
+    )
     assert max(chart.lines["crashed"][0]) == 8
 
 
@@ -71,5 +74,5 @@ def test_a_jsonl_log_extends_the_series_past_the_last_state(two_runs: tuple[Path
 
 
 def test_plot_of_a_folder_that_is_no_run_says_so(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no trainer_state.json"):
+    with pytest.raises(SystemExit, match=r"no trainer_state\.json"):
         cli_main(["plot", str(tmp_path)])

@@ -8,7 +8,7 @@ downloaded (``pretrained`` and ``tokenizer`` must be local folders).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from statetrain.engine.machine import MachineSpec
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
-def build_trainer(config: TrainConfig, source: ConfigSource, extra_callbacks: list[Any] = ()) -> Any:  # type: ignore[assignment]
+def build_trainer(config: TrainConfig, source: ConfigSource, extra_callbacks: Sequence[Any] = ()) -> Any:
     """The ``Trainer`` the config describes, ready for ``train()``."""
     from statetrain import Trainer
     from statetrain.engine.data import set_seed
@@ -205,7 +205,7 @@ def _load(path: str, key: KeyPath, source: ConfigSource) -> Any:
         raise source.error(key, str(exc)) from exc
 
 
-def _transformers_attr(name: str, key: KeyPath, source: ConfigSource) -> Callable[..., Any] | Any:
+def _transformers_attr(name: str, key: KeyPath, source: ConfigSource) -> Any:
     try:
         import transformers
     except ImportError as exc:

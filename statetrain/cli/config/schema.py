@@ -23,7 +23,7 @@ class Reference(Section):
 
 
 class ModelSection(Section):
-    """Either ``factory`` (any ``nn.Module`` factory), or a transformers ``auto_class`` with ``config`` or ``pretrained``."""
+    """``factory`` (any ``nn.Module`` factory), or a transformers ``auto_class`` + ``config`` or ``pretrained``."""
 
     factory: str | None = Field(None, description="package.module:attribute returning an nn.Module")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for factory")

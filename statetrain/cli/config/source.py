@@ -88,6 +88,9 @@ def read_source(path: Path) -> ConfigSource:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {exc.problem} ({exc.context or 'parsing'})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if node is None:
@@ -103,13 +106,14 @@ def read_source(path: Path) -> ConfigSource:
 def _record_lines(node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = prefix + (str(key_node.value),)
+            key = (*prefix, str(key_node.value))
             lines[key] = key_node.start_mark.line + 1
             _record_lines(value_node, key, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines[prefix + (index,)] = item.start_mark.line + 1
-            _record_lines(item, prefix + (index,), lines)
+            key = (*prefix, index)
+            lines[key] = item.start_mark.line + 1
+            _record_lines(item, key, lines)
 
 
 def apply_override(source: ConfigSource, item: str) -> None:
