@@ -18,6 +18,7 @@ from typing import Any
 from statetrain.engine.checkpoint_store import CheckpointError, list_checkpoints, verify_checkpoint
 
 STATE_NAME = "trainer_state.json"
+ARGS_NAME = "training_args.json"  # what a checkpoint keeps of the TrainingArguments
 # eval keys that are timings, not metrics worth a chart
 _EVAL_TIMINGS = ("_runtime", "_samples_per_second", "_steps_per_second")
 
@@ -42,6 +43,7 @@ class RunRecord:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
     log_files: list[Path] = field(default_factory=list)
+    training_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,11 +104,12 @@ def read_run(run_dir: str | Path) -> RunRecord:
         )
     history = [dict(entry) for entry in state.get("log_history", []) if isinstance(entry, dict)]
     history += _later_log_entries(log_files, max((int(e.get("step", 0)) for e in history), default=-1))
-    return RunRecord(root, state, state_file, history, checkpoints, log_files)
+    args, _ = _newest_state([c / ARGS_NAME for c in reversed(checkpoints)])
+    return RunRecord(root, state, state_file, history, checkpoints, log_files, args)
 
 
 def _newest_state(candidates: list[Path]) -> tuple[dict[str, Any], Path | None]:
-    """The readable state with the highest ``global_step``; the first listed wins a tie."""
+    """The readable JSON object with the highest ``global_step``; the first listed wins a tie."""
     best: tuple[dict[str, Any], Path | None] = ({}, None)
     for path in candidates:
         try:

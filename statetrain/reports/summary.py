@@ -24,6 +24,7 @@ def summarize(run: RunRecord) -> dict[str, Any]:
         ),
         "num_train_epochs": state.get("num_train_epochs"),
         "best_metric": state.get("best_metric"),
+        "metric_for_best_model": run.training_args.get("metric_for_best_model"),
         "best_global_step": state.get("best_global_step"),
         "best_model_checkpoint": state.get("best_model_checkpoint"),
         "last_logged_loss": run.last("loss"),
@@ -80,7 +81,8 @@ def _best(facts: dict[str, Any]) -> str:
     if facts["best_metric"] is None:
         return "- (no metric_for_best_model)"
     where = facts["best_model_checkpoint"] or "no checkpoint"
-    return f"{_num(facts['best_metric'])} at step {facts['best_global_step']} ({where})"
+    name = f"{facts['metric_for_best_model']} " if facts["metric_for_best_model"] else ""
+    return f"{name}{_num(facts['best_metric'])} at step {facts['best_global_step']} ({where})"
 
 
 def _throughput(facts: dict[str, Any]) -> str:

@@ -75,3 +75,11 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert test_line.startswith("pip install torch==2.13.0")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "README.md" in ci and 'bash -c "${test_command}"' in ci
+
+
+def test_machine_page_table_lists_each_state_and_the_events_it_fires() -> None:
+    page = (ROOT / "docs" / "machine.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", page, re.M)
+    documented = {name: set(re.findall(r"`(on_\w+)`", events)) for name, events in rows}
+    machine = default_machine()
+    assert documented == {name: {event.value for event in state.fires} for name, state in machine.states.items()}

@@ -24,6 +24,7 @@ def test_summary_of_a_finished_run(two_runs: tuple[Path, Path], capsys: pytest.C
     assert facts["global_step"] == 12 == facts["max_steps"]
     assert facts["best_metric"] == state["best_metric"] and facts["best_global_step"] == state["best_global_step"]
     assert facts["best_model_checkpoint"] == state["best_model_checkpoint"]
+    assert facts["metric_for_best_model"] == "eval_loss"
     final = state["log_history"][-1]
     assert facts["train_runtime_seconds"] == final["train_runtime"]
     assert facts["train_samples_per_second"] == final["train_samples_per_second"]
@@ -34,6 +35,7 @@ def test_summary_of_a_finished_run(two_runs: tuple[Path, Path], capsys: pytest.C
     assert cli_main(["summary", str(run_dir)]) == 0
     table = capsys.readouterr().out
     assert "steps              12 of 12" in table
+    assert "best metric        eval_loss " in table
     assert "checkpoint-12 (step 12): verifies" in table
 
 
