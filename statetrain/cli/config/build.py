@@ -32,8 +32,8 @@ def build_trainer(config: TrainConfig, source: ConfigSource, extra_callbacks: Se
     set_seed(config.seed if config.seed is not None else args.seed)
     model = build_model(config.model, source)
     tokenizer = build_tokenizer(config, source)
-    train_data = _dataset(config.data, "train", tokenizer, source)
-    eval_data = _dataset(config.data, "eval", tokenizer, source)
+    train_data = build_dataset(config.data, "train", tokenizer, source)
+    eval_data = build_dataset(config.data, "eval", tokenizer, source)
     callbacks = [_call(ref.factory, ref.kwargs, ("callbacks", i), source) for i, ref in enumerate(config.callbacks)]
     return Trainer(
         model=model,
@@ -126,13 +126,14 @@ def build_machine(path: str | None, source: ConfigSource) -> MachineSpec | None:
     if path is None:
         return None
     target = _load(path, ("machine",), source)
-    machine = target() if callable(target) and not isinstance(target, MachineSpec) else target
+    machine = target if isinstance(target, MachineSpec) else _call(path, {}, ("machine",), source)
     if not isinstance(machine, MachineSpec):
         raise source.error(("machine",), f"{path!r} gave a {type(machine).__name__}, not a MachineSpec")
     return machine
 
 
-def _dataset(section: DataSection, split: str, tokenizer: Any, source: ConfigSource) -> Any:
+def build_dataset(section: DataSection, split: str, tokenizer: Any, source: ConfigSource) -> Any:
+    """``data.<split>`` (``train`` or ``eval``) read, cut to ``limit`` and tokenized; None when absent."""
     spec: DataSource | None = getattr(section, split)
     if spec is None:
         return None
