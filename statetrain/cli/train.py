@@ -70,12 +70,12 @@ def run(options: argparse.Namespace) -> int:
 
     try:
         config, source = load_config(options.config, options.overrides)
-        writer = StateFileWriter(str(config.args.get("output_dir", "trainer_output")))
-        trainer = build_trainer(config, source, [writer])
+        trainer = build_trainer(config, source)
     except ConfigError as exc:
         print(f"statetrain train: invalid config\n{exc}", file=sys.stderr)
         return 2
-    writer.path = Path(trainer.args.output_dir) / "trainer_state.json"
+    writer = StateFileWriter(trainer.args.output_dir)
+    trainer.add_callback(writer)
     try:
         output = trainer.train(resume_from_checkpoint=options.resume)
     except TrainingPreempted as stop:

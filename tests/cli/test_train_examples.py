@@ -6,7 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from safetensors.torch import load_file
@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from statetrain import TrainerCallback
 from statetrain.cli import main as cli_main
 from statetrain.engine.preemption import PREEMPTION_EXIT_CODE
+from statetrain.reports import read_run, summarize
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
@@ -75,3 +76,28 @@ def test_tiny_gpt2_config_trains_from_a_local_text_file_and_tokenizer(tmp_path: 
     assert cli_main(["summary", str(out)]) == 0
     assert cli_main(["plot", str(out)]) == 0
     assert (out / "plots" / "eval_loss.png").is_file()
+
+
+class ReadsTheRunWhileItGoes(TrainerCallback):
+    """Named from a config: at step 5, reads the run folder as `statetrain summary` would."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 5:
+            type(self).seen.append(summarize(read_run(args.output_dir)))
+
+
+def test_a_running_train_command_can_be_summarized(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: {factory: tests.helpers:TinyRegressor}\n"
+        "data: {train: {factory: tests.helpers:regression_rows, kwargs: {n: 64}}}\n"
+        "callbacks: [tests.cli.test_train_examples:ReadsTheRunWhileItGoes]\n"
+        f"args: {{output_dir: {tmp_path / 'out'}, max_steps: 8, logging_steps: 2, per_device_train_batch_size: 8,\n"
+        "       save_strategy: 'no', disable_tqdm: true, use_cpu: true}\n"
+    )
+    assert cli_main(["train", str(config)]) == 0
+    live = ReadsTheRunWhileItGoes.seen[-1]
+    assert live["global_step"] == 4 and live["status"].startswith("not finished")
+    assert summarize(read_run(tmp_path / "out"))["status"] == "finished"

@@ -8,7 +8,6 @@ downloaded (``pretrained`` and ``tokenizer`` must be local folders).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from statetrain.engine.machine import MachineSpec
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
-def build_trainer(config: TrainConfig, source: ConfigSource, extra_callbacks: Sequence[Any] = ()) -> Any:
+def build_trainer(config: TrainConfig, source: ConfigSource) -> Any:
     """The ``Trainer`` the config describes, ready for ``train()``."""
     from statetrain import Trainer
     from statetrain.engine.data import set_seed
@@ -43,7 +42,7 @@ def build_trainer(config: TrainConfig, source: ConfigSource, extra_callbacks: Se
         eval_dataset=eval_data,
         processing_class=tokenizer,
         compute_metrics=_load(config.metrics, ("metrics",), source) if config.metrics else None,
-        callbacks=[*callbacks, *extra_callbacks],
+        callbacks=callbacks,
         machine=build_machine(config.machine, source),
     )
 
