@@ -134,7 +134,8 @@ def write_reports(result: DemoResult) -> dict[str, Path]:
 
     out = result.output_dir
     run = read_run(out)
-    charts = plot_runs([run, read_run(out / "uninterrupted")], out / "plots")
+    labels = ["preempted by SIGTERM, resumed", "uninterrupted"]
+    charts = plot_runs([run, read_run(out / "uninterrupted")], out / "plots", labels)
     diagram = out / "state-diagram.mmd"
     diagram.write_text(default_machine().to_mermaid(), encoding="utf-8")
     summary = out / "summary.txt"

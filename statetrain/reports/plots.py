@@ -25,8 +25,11 @@ class Chart:
     lines: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
 
-def plot_runs(runs: list[RunRecord], out_dir: str | Path) -> list[Chart]:
-    """Write one PNG per logged series into ``out_dir``, every run overlaid; returns what was drawn."""
+def plot_runs(runs: list[RunRecord], out_dir: str | Path, labels: list[str] | None = None) -> list[Chart]:
+    """Write one PNG per logged series into ``out_dir``, every run overlaid; returns what was drawn.
+
+    ``labels`` name the runs in the legends (default: their folder names).
+    """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -34,7 +37,9 @@ def plot_runs(runs: list[RunRecord], out_dir: str | Path) -> list[Chart]:
         raise SystemExit("plots need matplotlib: pip install 'statetrain[cli]'") from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = run_labels(runs)
+    labels = labels or run_labels(runs)
+    if len(labels) != len(runs):
+        raise ValueError(f"{len(labels)} labels for {len(runs)} runs")
     metrics: dict[str, None] = {}
     for run in runs:
         metrics.update(dict.fromkeys(run.eval_metrics()))
