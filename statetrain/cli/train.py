@@ -66,6 +66,8 @@ def run(options: argparse.Namespace) -> int:
     if options.config is None:
         raise SystemExit("statetrain train: give a CONFIG.yaml (or --print-schema)")
     from statetrain.cli.config.build import build_trainer
+    from statetrain.engine.checkpoint_store import CheckpointError
+    from statetrain.engine.checkpointing import ResumeError
     from statetrain.engine.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
 
     try:
@@ -81,6 +83,9 @@ def run(options: argparse.Namespace) -> int:
     except TrainingPreempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return PREEMPTION_EXIT_CODE
+    except (ResumeError, CheckpointError) as exc:  # --resume with nothing (valid) to resume from
+        print(f"statetrain train: cannot resume: {exc}", file=sys.stderr)
+        return 1
     if trainer.args.should_save:
         writer.write(trainer.state)
     print(f"trained {output.global_step} steps, mean training loss {output.training_loss:.4f}")
