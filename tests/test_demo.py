@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from statetrain.cli import main as cli_main
 from statetrain.demo import load_digits_splits
-from statetrain.demo_run import _trainer, demo_arguments
+from statetrain.demo.run import _trainer, demo_arguments
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(options: argparse.Namespace) -> int:
-    from statetrain.demo_run import run_demo
+    from statetrain.demo.run import run_demo
 
     print("training the digits MLP three times: uninterrupted, preempted by SIGTERM, resumed ...")
     result = run_demo(options.output_dir, epochs=options.epochs, disable_tqdm=not options.progress)

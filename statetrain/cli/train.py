@@ -65,10 +65,10 @@ def run(options: argparse.Namespace) -> int:
         return 0
     if options.config is None:
         raise SystemExit("statetrain train: give a CONFIG.yaml (or --print-schema)")
+    from statetrain.checkpoint.store import CheckpointError
     from statetrain.cli.config.build import build_trainer
-    from statetrain.engine.checkpoint_store import CheckpointError
-    from statetrain.engine.checkpointing import ResumeError
-    from statetrain.engine.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
+    from statetrain.context.preemption import PREEMPTION_EXIT_CODE, TrainingPreempted
+    from statetrain.trainer.checkpoints import ResumeError
 
     try:
         config, source = load_config(options.config, options.overrides)

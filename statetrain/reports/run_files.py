@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from statetrain.engine.checkpoint_store import CheckpointError, list_checkpoints, verify_checkpoint
+from statetrain.checkpoint.store import CheckpointError, list_checkpoints, verify_checkpoint
 
 STATE_NAME = "trainer_state.json"
 ARGS_NAME = "training_args.json"  # what a checkpoint keeps of the TrainingArguments

@@ -60,7 +60,7 @@ def test_machine_and_collator_sections(tmp_path: Path) -> None:
     machine = build_machine(config.machine, source)
     assert machine is not None and machine.to_mermaid() == default_machine().to_mermaid()
     config, source = load_config(
-        config_with(tmp_path, "  train: {path: x.csv}", "machine: statetrain.engine.preemption:PREEMPTION_EXIT_CODE\n")
+        config_with(tmp_path, "  train: {path: x.csv}", "machine: statetrain.context.preemption:PREEMPTION_EXIT_CODE\n")
     )
     with pytest.raises(ConfigError, match=r"run.yaml:4: machine: .*not a MachineSpec"):
         build_machine(config.machine, source)

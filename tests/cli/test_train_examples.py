@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from statetrain import TrainerCallback
 from statetrain.cli import main as cli_main
-from statetrain.engine.preemption import PREEMPTION_EXIT_CODE
+from statetrain.context.preemption import PREEMPTION_EXIT_CODE
 from statetrain.reports import read_run, summarize
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"

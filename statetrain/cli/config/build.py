@@ -25,7 +25,7 @@ SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": 
 def build_trainer(config: TrainConfig, source: ConfigSource) -> Any:
     """The ``Trainer`` the config describes, ready for ``train()``."""
     from statetrain import Trainer
-    from statetrain.engine.data import set_seed
+    from statetrain.data.batches import set_seed
 
     args = build_args(config, source)
     set_seed(config.seed if config.seed is not None else args.seed)
@@ -49,7 +49,7 @@ def build_trainer(config: TrainConfig, source: ConfigSource) -> Any:
 
 def build_args(config: TrainConfig, source: ConfigSource) -> Any:
     """``TrainingArguments(**config.args)``; a rejected field is reported with its line."""
-    from statetrain.engine.training_args import TrainingArguments
+    from statetrain.args.training_args import TrainingArguments
 
     try:
         return TrainingArguments(**config.args)

@@ -133,7 +133,7 @@ def config_json_schema() -> dict[str, Any]:
     """The config's JSON schema, with ``args`` described by ``TrainingArguments``' own schema."""
     from pydantic import TypeAdapter
 
-    from statetrain.engine.training_args import TrainingArguments
+    from statetrain.args.training_args import TrainingArguments
 
     schema = TrainConfig.model_json_schema()
     args_schema = TypeAdapter(TrainingArguments).json_schema()

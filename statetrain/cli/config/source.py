@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from statetrain.args.names import closest_name
 from statetrain.cli.config.schema import TrainConfig
-from statetrain.engine.arg_names import closest_name
 
 KeyPath = tuple[str | int, ...]
 

@@ -3,7 +3,7 @@
 Runs on CPU in seconds, through the full machine, and reports held-out accuracy. Nothing is
 downloaded: the digits ship inside scikit-learn. The pieces (model, splits, metric) are also what
 ``examples/configs/digits-mlp.yaml`` names, so ``statetrain train`` runs the same model from a file;
-:mod:`statetrain.demo_run` is the preempt-and-resume story ``statetrain demo`` tells.
+:mod:`statetrain.demo.run` is the preempt-and-resume story ``statetrain demo`` tells.
 """
 
 from __future__ import annotations

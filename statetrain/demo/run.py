@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from statetrain.demo import DigitsClassifier, accuracy, load_digits_splits
+from statetrain.demo.digits import DigitsClassifier, accuracy, load_digits_splits
 
 
 @dataclass
@@ -88,7 +88,7 @@ def run_demo(
     seed: int = 42,
 ) -> DemoResult:
     """Train, preempt with SIGTERM, resume, compare to an uninterrupted run; write plots and a summary."""
-    from statetrain.engine.preemption import TrainingPreempted
+    from statetrain.context.preemption import TrainingPreempted
 
     out = Path(output_dir)
     train_rows, test_rows = load_digits_splits()

@@ -1,0 +1,20 @@
+"""The built-in example: the digits classifier (:mod:`.digits`) and what ``statetrain demo`` shows (:mod:`.run`)."""
+
+from statetrain.demo.digits import (
+    DigitsClassifier,
+    accuracy,
+    digits_accuracy,
+    digits_split,
+    load_digits_splits,
+)
+from statetrain.demo.run import DemoResult, run_demo
+
+__all__ = [
+    "DemoResult",
+    "DigitsClassifier",
+    "accuracy",
+    "digits_accuracy",
+    "digits_split",
+    "load_digits_splits",
+    "run_demo",
+]
