@@ -1,4 +1,7 @@
-"""The built-in example: the digits classifier (:mod:`.digits`) and what ``statetrain demo`` shows (:mod:`.run`)."""
+"""The built-in example: the digits classifier (:mod:`.digits`) and what ``statetrain demo`` shows (:mod:`.run`).
+
+May import ``reports`` and every layer below it; only ``cli`` imports it.
+"""
 
 from statetrain.demo.digits import (
     DigitsClassifier,
