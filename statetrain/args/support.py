@@ -143,7 +143,7 @@ INERT = frozenset(
 
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
-    "enable_jit_checkpoint": "checkpoints",
+    "enable_jit_checkpoint": "HF's separate SIGTERM checkpoint (statetrain checkpoints on SIGTERM without it)",
     "use_liger_kernel": "Liger kernels",
     "debug": "debug modes",
 }

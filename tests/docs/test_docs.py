@@ -77,3 +77,25 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert test_line.startswith("pip install torch==2.13.0")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "README.md" in ci and 'bash -c "${test_command}"' in ci
+
+
+def test_machine_page_table_lists_each_state_and_the_events_it_fires() -> None:
+    page = (ROOT / "docs" / "machine.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", page, re.M)
+    documented = {name: set(re.findall(r"`(on_\w+)`", events)) for name, events in rows}
+    machine = default_machine()
+    assert documented == {name: {event.value for event in state.fires} for name, state in machine.states.items()}
+
+
+def test_readme_links_the_cli_guide_and_its_config_example_validates(tmp_path: Path) -> None:
+    from statetrain.cli.config import load_config
+    from statetrain.cli.config.build import build_args
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/cli.md)" in readme
+    block = re.search(r"^```yaml\n(.*?)^```", readme, re.S | re.M)
+    assert block, "README has no config example"
+    path = tmp_path / "readme.yaml"
+    path.write_text(block.group(1), encoding="utf-8")
+    config, source = load_config(path)
+    build_args(config, source)

@@ -1,14 +1,13 @@
 """The built-in example: a small classifier on scikit-learn's bundled handwritten digits.
 
 Runs on CPU in seconds, through the full machine, and reports held-out accuracy. Nothing is
-downloaded: the digits ship inside scikit-learn.
+downloaded: the digits ship inside scikit-learn. The pieces (model, splits, metric) are also what
+``examples/configs/digits-mlp.yaml`` names, so ``statetrain train`` runs the same model from a file;
+:mod:`statetrain.demo.run` is the preempt-and-resume story ``statetrain demo`` tells.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +47,21 @@ def load_digits_splits(seed: int = 0, test_fraction: float = 0.2) -> tuple[list[
     return rows(order[:cut]), rows(order[cut:])
 
 
+def digits_split(split: str = "train", seed: int = 0) -> list[dict[str, Any]]:
+    """One split (``"train"`` or ``"test"``) of :func:`load_digits_splits`, for config files."""
+    train_rows, test_rows = load_digits_splits(seed)
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+    return train_rows if split == "train" else test_rows
+
+
+def digits_accuracy(prediction: Any) -> dict[str, float]:
+    """``compute_metrics`` for the digits: the share of argmax predictions equal to the labels."""
+    logits = torch.as_tensor(prediction.predictions)
+    labels = torch.as_tensor(prediction.label_ids)
+    return {"accuracy": float((logits.argmax(-1) == labels).float().mean())}
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, rows: list[dict[str, Any]]) -> float:
     model.eval()
@@ -55,60 +69,3 @@ def accuracy(model: nn.Module, rows: list[dict[str, Any]]) -> float:
     labels = torch.tensor([r["label"] for r in rows])
     predictions = model(pixel_values=images)["logits"].argmax(-1)
     return float((predictions == labels).float().mean())
-
-
-@dataclass
-class DemoResult:
-    accuracy: float
-    first_loss: float
-    last_loss: float
-    train_loss: float
-    output_dir: Path
-
-
-def run_demo(
-    output_dir: str | Path = "statetrain_demo_output",
-    epochs: float = 8,
-    disable_tqdm: bool = False,
-    seed: int = 42,
-) -> DemoResult:
-    """Train the digits classifier through ``statetrain.Trainer``; write logs; return the outcome."""
-    from statetrain import Trainer, TrainingArguments
-
-    train_rows, test_rows = load_digits_splits()
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        gradient_accumulation_steps=2,
-        learning_rate=3e-3,
-        warmup_steps=0.05,
-        weight_decay=0.01,
-        logging_steps=20,
-        logging_first_step=True,
-        save_strategy="no",
-        seed=seed,
-        disable_tqdm=disable_tqdm,
-        use_cpu=True,
-    )
-    trainer = Trainer(model=DigitsClassifier(), args=args, train_dataset=train_rows)
-    output = trainer.train()
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    result = DemoResult(
-        accuracy=accuracy(trainer.model, test_rows),
-        first_loss=losses[0],
-        last_loss=losses[-1],
-        train_loss=output.training_loss,
-        output_dir=Path(output_dir),
-    )
-    result.output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.state.save_to_json(result.output_dir / "trainer_state.json")
-    summary = {
-        "held_out_accuracy": result.accuracy,
-        "train_loss": result.train_loss,
-        "first_logged_loss": result.first_loss,
-        "last_logged_loss": result.last_loss,
-        "global_step": output.global_step,
-    }
-    (result.output_dir / "demo_results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return result
