@@ -1,4 +1,5 @@
-"""``statetrain`` command line: ``demo`` trains the built-in example, ``diagram`` prints a machine."""
+"""``statetrain`` command line: ``demo`` trains the built-in example, ``diagram`` prints a machine,
+``import-hf-checkpoint`` / ``export-hf-checkpoint`` convert checkpoints to and from transformers' format."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from statetrain.checkpoint.hf_cli import CHECKPOINT_COMMANDS, add_checkpoint_commands, run_checkpoint_command
 from statetrain.engine.machine import MachineSpec
 
 
@@ -80,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-trace", help="validate a recorded event trace against a machine")
     check.add_argument("trace", help="JSON-lines trace written by statetrain.testing.trace.TraceWriter")
     check.add_argument("--machine", help="package.module:attribute of a MachineSpec (default: the Trainer's)")
+    add_checkpoint_commands(sub)
     options = parser.parse_args(argv)
+
+    if options.command in CHECKPOINT_COMMANDS:
+        return run_checkpoint_command(options)
 
     if options.command == "check-trace":
         return check_trace_command(options.trace, options.machine)

@@ -21,6 +21,7 @@ import safetensors.torch
 from torch import nn
 
 from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
+from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.checkpoint.rng import load_rng_state
@@ -36,7 +37,7 @@ from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, Engi
 from statetrain.data.batches import length_or_none
 
 if TYPE_CHECKING:
-    from statetrain.context.run import Run
+    from statetrain.context.run import Run, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -239,12 +240,17 @@ class CheckpointMixin:
             )
         return recorded
 
-    def _load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
+    def _load_checkpoint_state(self, path: Path, plan: TrainingPlan | None = None) -> tuple[TrainerState, EngineState]:
         state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
         engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
-        # a geometry change that resume_allow_changed accepted: the data position, in current batches
         recorded, current = read_manifest_metadata(path), self._checkpoint_metadata()
-        if geometry_changes(recorded, current):
+        if recorded.get(POSITION_KEY) == "global_step" and plan is not None:
+            # imported from transformers: the position follows from global_step and this run, as in HF
+            position_from_global_step(
+                engine, state.global_step, plan.num_update_steps_per_epoch, plan.gradient_accumulation_steps
+            )
+        elif geometry_changes(recorded, current):
+            # a geometry change that resume_allow_changed accepted: the data position, in current batches
             engine.batches_in_epoch = rescale_position(engine.batches_in_epoch, recorded, current)
             state.train_batch_size = self._train_batch_size
         if state.best_model_checkpoint is not None and not Path(state.best_model_checkpoint).is_dir():

@@ -354,7 +354,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
             self.state.compute_steps(args, plan.max_steps)
             engine = EngineState()
             if checkpoint is not None:
-                self.state, engine = self._load_checkpoint_state(checkpoint)
+                self.state, engine = self._load_checkpoint_state(checkpoint, plan)
             self.state.max_steps = plan.max_steps  # a larger budget extends the run
             self.state.num_train_epochs = plan.num_train_epochs
             self.state.is_local_process_zero = self.is_local_process_zero()
