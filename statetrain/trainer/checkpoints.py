@@ -22,6 +22,7 @@ from torch import nn
 
 from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
 from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
+from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter, save_adapter
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.checkpoint.rng import load_rng_state
@@ -60,15 +61,18 @@ def save_model_files(
 ) -> None:
     """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
 
-    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
+    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it. A PEFT
+    model gets its adapter only (``adapter_model.safetensors``, ``adapter_config.json``), as in HF.
     ``state`` is the full state dict gathered from a sharded model (FSDP, DeepSpeed), written instead of the
     module's.
     """
-    if state is not None:
+    if is_peft_model(model):  # the adapter only, as HF saves it (no base weights, no config.json)
+        save_adapter(model, folder, state)
+    elif state is not None:
         safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
     else:
         safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
-    config = getattr(model, "config", None)
+    config = None if is_peft_model(model) else getattr(model, "config", None)
     if config is not None and callable(getattr(config, "save_pretrained", None)):
         config.save_pretrained(str(folder))
     if processing_class is not None and callable(getattr(processing_class, "save_pretrained", None)):
@@ -76,12 +80,18 @@ def save_model_files(
 
 
 def load_model_weights(model: nn.Module, folder: Path) -> None:
-    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error).
+    """Load ``model.safetensors`` (a PEFT model: its adapter) into ``model``; a missing or unexpected key is an error.
 
     Loaded through ``load_state_dict``, which copies into the parameters in place, so a model whose
     parameters are views of a flat buffer (DeepSpeed ZeRO) loads too. A tied tensor saved under one
     name fills every name that shares it.
     """
+    if is_peft_model(model):
+        try:
+            load_adapter(model, folder)
+        except AdapterLoadError as exc:
+            raise ResumeError(str(exc)) from exc
+        return
     path = folder / MODEL_NAME
     if not path.is_file():
         raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
