@@ -203,11 +203,14 @@ class CheckpointMixin:
         if resume_from_checkpoint is True:
             found = latest_good_checkpoint(Path(self.args.output_dir))
             if found is None:
-                raise ResumeError(f"no valid checkpoint found in output_dir {self.args.output_dir!r}")
+                raise ResumeError(
+                    f"No valid checkpoint found in output directory ({self.args.output_dir}): no checkpoint-<step> "
+                    "folder there verifies"
+                )
             return found
         path = Path(str(resume_from_checkpoint))
         if not path.is_dir():
-            raise ResumeError(f"resume_from_checkpoint={str(path)!r} is not a folder")
+            raise ResumeError(f"Can't find a valid checkpoint at {path}: resume_from_checkpoint is not a folder")
         verify_checkpoint(path)
         return path
 

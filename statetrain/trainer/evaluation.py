@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 
+from statetrain.context.memory import MemoryTracker
 from statetrain.context.metrics import speed_metrics
 from statetrain.data.batches import has_length
 from statetrain.data.nested import (
@@ -39,6 +40,7 @@ class EvaluationMixin:
 
     if TYPE_CHECKING:  # what the Trainer provides
         args: Any
+        _memory_tracker: MemoryTracker
         accelerator: Any
         model: nn.Module
         model_wrapped: nn.Module
@@ -117,6 +119,7 @@ class EvaluationMixin:
                     )
                 )
             return metrics
+        self._memory_tracker.start("eval")
         dataloader = self.get_eval_dataloader(dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -129,6 +132,7 @@ class EvaluationMixin:
         metrics = self._add_speed_metrics(output, metric_key_prefix, start_time)
         self.log(metrics)
         self._fire(Event.ON_EVALUATE, metrics=metrics)
+        self._memory_tracker.stop_and_report("eval", metrics)  # after the log, as in HF
         return metrics
 
     def _add_speed_metrics(self, output: EvalLoopOutput, prefix: str, start_time: float) -> dict[str, float]:
@@ -148,6 +152,7 @@ class EvaluationMixin:
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
         """Predictions (padded with -100 across batches of different lengths), labels and metrics."""
+        self._memory_tracker.start("test")
         dataloader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -155,6 +160,8 @@ class EvaluationMixin:
         )
         self._add_speed_metrics(output, metric_key_prefix, start_time)
         self._fire(Event.ON_PREDICT, metrics=output.metrics)
+        assert output.metrics is not None
+        self._memory_tracker.stop_and_report("test", output.metrics)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def _model_for_eval(self) -> nn.Module:
@@ -352,8 +359,8 @@ class EvaluationMixin:
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
             raise KeyError(
-                f"TrainingArguments.metric_for_best_model is {name!r}, but the evaluation produced no "
-                f"{key!r}; available metrics: {sorted(metrics)}"
+                f"TrainingArguments.metric_for_best_model is set to {key!r}, which is not found in the evaluation "
+                f"metrics {sorted(metrics)}: return it from compute_metrics or choose one of those"
             )
         value = metrics[key]
         greater = bool(self.args.greater_is_better)

@@ -23,6 +23,7 @@ from statetrain.args.training_args import TrainingArguments
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.checkpoint.rng import restore_rng_state
+from statetrain.context.memory import MemoryTracker
 from statetrain.context.metrics import TrainOutput, speed_metrics
 from statetrain.context.preemption import TrainingPreempted, preemption_handlers
 from statetrain.context.run import Run, TrainingPlan
@@ -90,6 +91,8 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
             args = TrainingArguments(output_dir="tmp_trainer")
         self.args = args
         check_supported_arguments(args)
+        self._memory_tracker = MemoryTracker(enabled=not args.skip_memory_metrics)
+        self._memory_tracker.start("init")
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self._set_up_backend(args)
         self._set_up_model(model, model_init)
@@ -130,6 +133,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         self._signature_columns: list[str] | None = None
         self._train_batch_size = args.train_batch_size
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
+        self._memory_tracker.stop("init")
 
     def _set_up_backend(self, args: TrainingArguments) -> None:
         """The accelerator and HF's flags about it (read by callbacks and the DeepSpeed/FSDP branches)."""
@@ -321,6 +325,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         if trial is not None:
             raise NotImplementedError("train(trial=...): hyperparameter search is not supported")
         args = self.args
+        self._memory_tracker.start("train")
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
             # verified once per copy of the files; with several processes, they must agree (or all fail)
@@ -386,6 +391,7 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
                 run = run_with_batch_size_search(self, attempt)
         finally:
             self.is_in_train = False
+            self._memory_tracker.stop("train")  # a run that raised: the next stage is measured alone
         if run.preempted_checkpoint is not None:
             raise TrainingPreempted(run.preemption.signal_name, run.preempted_checkpoint, self.state.global_step)
         assert isinstance(run.output, TrainOutput)
