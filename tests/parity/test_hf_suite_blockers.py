@@ -81,3 +81,17 @@ def test_missing_best_metric_says_it_is_not_found(module: Any, tmp_path: Path) -
     )
     with pytest.raises(KeyError, match=r"metric_for_best_model.*'eval_nope'.*not found in the evaluation metrics"):
         trainer.train()
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_strict_cache_steps_and_dtype_fields_in_to_dict(module: Any, tmp_path: Path) -> None:
+    import torch
+
+    with pytest.raises(ValueError, match="torch_empty_cache_steps"):
+        module.TrainingArguments(str(tmp_path), torch_empty_cache_steps=1.0)
+
+    @dataclasses.dataclass
+    class DtypeArgs(module.TrainingArguments):  # type: ignore[misc,name-defined]
+        dtype: torch.dtype = torch.float32
+
+    assert DtypeArgs(str(tmp_path), dtype=torch.bfloat16).to_dict()["dtype"] == "bfloat16"
