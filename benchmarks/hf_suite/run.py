@@ -51,7 +51,15 @@ def run_suite(tests: Path, files: list[str], target: str, keyword: str | None, t
         command += [f"--junitxml={report}", "--rootdir", str(tests.parent.parent)]
         command += ["-k", keyword] if keyword else []
         command += [str(tests / f) for f in files if (tests / f).is_file()]
-        subprocess.run(command, env=env, cwd=scratch, timeout=timeout, check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            command,
+            env=env,
+            cwd=scratch,
+            timeout=timeout,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return parse_junit(report) if report.is_file() else {}
 
 
