@@ -70,13 +70,24 @@ class EvaluationMixin:
         """The evaluation loader; a string picks one dataset of a dict ``eval_dataset``."""
         if eval_dataset is None and self.eval_dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        # with persistent workers the loader of the Trainer's own eval dataset (or of one named part
+        # of it) is built once, as in HF, so its workers live on between evaluations; a dataset
+        # passed in is a new one and gets its own loader
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if eval_dataset is None else None
+        persistent = bool(self.args.dataloader_persistent_workers) and key is not None
+        cache: dict[str, DataLoader[Any]] = self.__dict__.setdefault("_eval_dataloaders", {})
+        if persistent and key in cache:
+            return cache[key]
         if isinstance(eval_dataset, str):
             if not isinstance(self.eval_dataset, Mapping) or eval_dataset not in self.eval_dataset:
                 raise KeyError(f"no evaluation dataset named {eval_dataset!r}")
             dataset = self.eval_dataset[eval_dataset]
         else:
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._eval_loader(dataset, "evaluation")
+        loader = self._eval_loader(dataset, "evaluation")
+        if persistent:
+            cache[str(key)] = loader
+        return loader
 
     def get_test_dataloader(self, test_dataset: Any) -> DataLoader[Any]:
         return self._eval_loader(test_dataset, "test")

@@ -95,3 +95,14 @@ def test_strict_cache_steps_and_dtype_fields_in_to_dict(module: Any, tmp_path: P
         dtype: torch.dtype = torch.float32
 
     assert DtypeArgs(str(tmp_path), dtype=torch.bfloat16).to_dict()["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_persistent_workers_eval_loader_is_built_once(module: Any, tmp_path: Path) -> None:
+    trainer = make(module, tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True)
+    first = trainer.get_eval_dataloader()
+    assert trainer.get_eval_dataloader() is first
+    if module is statetrain:  # a dataset passed in is a different one: HF would hand back the cached loader
+        assert trainer.get_eval_dataloader(regression_rows(4)) is not first
+    plain = make(module, tmp_path / "plain")
+    assert plain.get_eval_dataloader() is not plain.get_eval_dataloader()
