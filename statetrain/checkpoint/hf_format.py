@@ -36,8 +36,8 @@ from statetrain.checkpoint.store import (
     verify_checkpoint,
     write_checkpoint,
 )
-from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
 from statetrain.checkpoint.tensor_tree import load_tree, save_tree, tree_paths
+from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
 
 __all__ = [
     "IMPORT_COMMAND",

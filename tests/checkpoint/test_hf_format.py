@@ -19,9 +19,9 @@ import transformers
 
 import statetrain
 from statetrain.checkpoint.hf_format import HFCheckpointError, export_hf_checkpoint, import_hf_checkpoint
-from statetrain.cli import main
 from statetrain.checkpoint.store import CheckpointError, verify_checkpoint
 from statetrain.checkpoint.tensor_tree import load_tree
+from statetrain.cli import main
 from tests.checkpoint.gpt2_runs import assert_logs_close, lm_args, lm_rows, step_logs, tiny_gpt2
 
 pytestmark = pytest.mark.slow
