@@ -344,7 +344,6 @@ class Trainer(TrainingStepMixin, TrainingDataMixin, OptimizationMixin, Evaluatio
         if self._created_lr_scheduler:
             self.lr_scheduler = None
             self._created_lr_scheduler = False
-
         if checkpoint is not None:
             resume_batch_size(self, checkpoint)  # a batch size the run itself found is not a change
             self._check_resume_compatible(checkpoint)  # refuse before anything of this Trainer changes
