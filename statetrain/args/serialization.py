@@ -31,6 +31,8 @@ def _plain(name: str, value: Any) -> Any:
         return value.to_json()
     if isinstance(value, dict):
         return _dtypes_as_str(value)
+    if type(value).__name__ == "dtype" and type(value).__module__ == "torch":  # a subclass's dtype field
+        return str(value).removeprefix("torch.")
     return value
 
 

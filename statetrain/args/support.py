@@ -7,6 +7,7 @@ that only matter to an evaluate state that is not there), or refused with the re
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 # Acted on by the engine.
@@ -31,6 +32,9 @@ IMPLEMENTED = frozenset(
         "logging_first_step",
         "logging_nan_inf_filter",
         "nan_inf_policy",
+        # HF's SIGTERM checkpoint: statetrain checkpoints on SIGTERM in every run (docs/checkpoints.md)
+        "enable_jit_checkpoint",
+        "skip_memory_metrics",  # statetrain.context.memory
         "label_smoothing_factor",
         "include_num_input_tokens_seen",
         "seed",
@@ -124,7 +128,6 @@ INERT = frozenset(
         "save_on_each_node",
         "save_safetensors",
         "overwrite_output_dir",
-        "skip_memory_metrics",
         "local_rank",
         "hub_model_id",
         "hub_strategy",
@@ -143,7 +146,6 @@ INERT = frozenset(
 
 # Refused with the capability they need, so nobody believes they took effect.
 NEEDS = {
-    "enable_jit_checkpoint": "HF's separate SIGTERM checkpoint (statetrain checkpoints on SIGTERM without it)",
     "use_liger_kernel": "Liger kernels",
     "debug": "debug modes",
 }
@@ -157,12 +159,19 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def _own_fields() -> frozenset[str]:
+    """What statetrain declares; a subclass's own fields (``alpha: float = 1.0``) are its author's business."""
+    from statetrain.args.training_args import TrainingArguments  # that module imports this one
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
 def check_supported_arguments(args: Any) -> None:
     """Refuse, by name, every non-default argument this version would otherwise ignore."""
     # fields stay mutable after construction, so the statetrain-only choice is checked again here
     check_nan_inf_policy(getattr(args, "nan_inf_policy", "filter"))
     for name, value in args.non_default_fields().items():
-        if name in IMPLEMENTED or name in INERT:
+        if name in IMPLEMENTED or name in INERT or name not in _own_fields():
             continue
         need = NEEDS.get(name, "a capability this version does not implement")
         raise NotImplementedError(

@@ -14,9 +14,10 @@ import dataclasses
 import json
 import math
 from dataclasses import field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+from annotated_types import Gt
+from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveInt, Strict, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic_core import ArgsKwargs
 
@@ -160,7 +161,7 @@ class TrainingArguments(ProcessFactsMixin):
     liger_kernel_config: dict[str, bool] | None = field(default=None, metadata=help_text("Liger kernel options."))
     use_cache: bool = field(default=False, metadata=help_text("Keep the model's KV cache on during training."))
     neftune_noise_alpha: float | None = field(default=None, metadata=help_text("NEFTune embedding noise."))
-    torch_empty_cache_steps: PositiveInt | None = field(
+    torch_empty_cache_steps: Annotated[int, Strict(), Gt(0)] | None = field(
         default=None, metadata=help_text("Empty the accelerator cache every N steps.")
     )
     auto_find_batch_size: bool = field(

@@ -239,7 +239,9 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path} is a Hugging Face Trainer checkpoint (it has {', '.join(hf)} and no {MANIFEST_NAME}); "
                 "statetrain does not load it because its optimizer, scheduler, RNG and training-args files are "
-                "pickles, which can run arbitrary code when loaded"
+                "pickles, which can run arbitrary code when loaded. Convert it once with "
+                f"`statetrain import-hf-checkpoint {path} NEW_FOLDER` (torch.load(weights_only=True) only) "
+                "and resume from NEW_FOLDER"
             )
         raise CheckpointError(f"{path} is incomplete: it has no {MANIFEST_NAME} (the write did not finish)")
     try:

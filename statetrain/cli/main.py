@@ -1,4 +1,5 @@
-"""``statetrain`` command line: ``demo``, ``train``, ``plot``, ``summary``, ``diagram``, ``check-trace``.
+"""``statetrain`` command line: ``demo``, ``train``, ``plot``, ``summary``, ``diagram``, ``check-trace``,
+``import-hf-checkpoint``, ``export-hf-checkpoint``.
 
 Each command lives in its own module with a ``register(sub)`` that adds its parser and sets
 ``handler``; this module only assembles the parser and dispatches.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from statetrain.cli import check_trace, demo, diagram, plot, summary, train
+from statetrain.cli import check_trace, demo, diagram, hf_checkpoint, plot, summary, train
 
-COMMANDS = (demo, train, plot, summary, diagram, check_trace)
+COMMANDS = (demo, train, plot, summary, diagram, check_trace, hf_checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from statetrain.context.memory import MemoryTracker
     from statetrain.context.run import Run
     from statetrain.context.state import TrainerControl
 
@@ -36,6 +37,7 @@ class TrainerHooks(Protocol):
     nan_inf_guard: Any
     current_gradient_accumulation_steps: int
     _train_batch_size: int
+    _memory_tracker: MemoryTracker
 
     @property
     def _scheduler_steps_on_metrics(self) -> bool: ...

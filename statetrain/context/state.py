@@ -3,18 +3,20 @@
 ``trainer_state.json`` keeps HF's layout (indent 2, sorted keys, HF field names only), so that
 ``transformers.TrainerState.load_from_json`` reads it. What only the engine needs (the current
 machine state, the data position, the running loss sums) lives in ``EngineState`` in its own file
-beside it. All three are pydantic models that round-trip to JSON exactly, NaN and infinity
+beside it. All three round-trip to JSON exactly, NaN and infinity
 included (written as the ``NaN``/``Infinity`` literals Python's json module reads back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 TRAINER_STATE_NAME = "trainer_state.json"
 ENGINE_STATE_NAME = "engine_state.json"
@@ -34,33 +36,49 @@ class _JsonModel(BaseModel):
 
     @classmethod
     def from_json_string(cls, text: str, source: str = "<string>") -> Any:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ContextFileError(f"{source} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ContextFileError(f"{source} must hold a JSON object, not {type(data).__name__}")
+        data = _json_object(text, source)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
-            raise ContextFileError(f"{source}: invalid {cls.__name__} field(s) {fields}: {exc}") from exc
+            raise _field_error(cls.__name__, source, exc) from exc
 
     def save_to_json(self, json_path: str | Path) -> None:
         Path(json_path).write_text(self.to_json_string(), encoding="utf-8")
 
     @classmethod
     def load_from_json(cls, json_path: str | Path) -> Any:
-        path = Path(json_path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ContextFileError(f"{path} is not a UTF-8 JSON file: {exc}") from exc
-        return cls.from_json_string(text, source=str(path))
+        return cls.from_json_string(_read_utf8(Path(json_path)), source=str(json_path))
 
 
-class TrainerState(_JsonModel):
-    """HF's ``TrainerState``: one step is one optimizer update. Field names and defaults are HF's."""
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContextFileError(f"{path} is not a UTF-8 JSON file: {exc}") from exc
+
+
+def _json_object(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContextFileError(f"{source} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ContextFileError(f"{source} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _field_error(name: str, source: str, exc: ValidationError) -> ContextFileError:
+    fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+    return ContextFileError(f"{source}: invalid {name} field(s) {fields}: {exc}")
+
+
+@pydantic_dataclass(config=ConfigDict(extra="forbid", arbitrary_types_allowed=True))
+class TrainerState:
+    """HF's ``TrainerState``: one step is one optimizer update. Field names and defaults are HF's.
+
+    A dataclass, as HF's is, so ``dataclasses.asdict(state)`` and ``dataclasses.replace`` work;
+    pydantic validates the fields when one is built or read from JSON.
+    """
 
     epoch: float = 0
     global_step: int = 0
@@ -72,7 +90,7 @@ class TrainerState(_JsonModel):
     num_train_epochs: int = 0
     num_input_tokens_seen: int = 0
     total_flos: float = 0
-    log_history: list[dict[str, Any]] = Field(default_factory=list)
+    log_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     best_metric: float | None = None
     best_global_step: int | None = None
     best_model_checkpoint: str | None = None
@@ -81,7 +99,25 @@ class TrainerState(_JsonModel):
     is_hyper_param_search: bool = False
     trial_name: str | None = None
     trial_params: dict[str, Any] | None = None
-    stateful_callbacks: dict[str, Any] = Field(default_factory=dict)
+    stateful_callbacks: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json_string(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_string(cls, text: str, source: str = "<string>") -> TrainerState:
+        data = _json_object(text, source)
+        try:
+            return TypeAdapter(cls).validate_python(data)
+        except ValidationError as exc:
+            raise _field_error(cls.__name__, source, exc) from exc
+
+    def save_to_json(self, json_path: str | Path) -> None:
+        Path(json_path).write_text(self.to_json_string(), encoding="utf-8")
+
+    @classmethod
+    def load_from_json(cls, json_path: str | Path) -> TrainerState:
+        return cls.from_json_string(_read_utf8(Path(json_path)), source=str(json_path))
 
     def compute_steps(self, args: Any, max_steps: int) -> None:
         """Resolve fractional logging/eval/save cadences against ``max_steps`` (HF ``compute_steps``)."""

@@ -38,6 +38,7 @@ class DoneState(State):
         trainer.store_flos(run)
         metrics["total_flos"] = state.total_flos
         metrics["train_loss"] = train_loss
+        trainer._memory_tracker.stop_and_report("train", metrics)  # skip_memory_metrics=False
         trainer.log(metrics)
         trainer._finish_checkpoints()
         run.fire(Event.ON_TRAIN_END)

@@ -21,6 +21,8 @@ import safetensors.torch
 from torch import nn
 
 from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
+from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
+from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter, save_adapter
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.checkpoint.rng import load_rng_state
@@ -36,7 +38,7 @@ from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, Engi
 from statetrain.data.batches import length_or_none
 
 if TYPE_CHECKING:
-    from statetrain.context.run import Run
+    from statetrain.context.run import Run, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +61,18 @@ def save_model_files(
 ) -> None:
     """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
 
-    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it.
+    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it. A PEFT
+    model gets its adapter only (``adapter_model.safetensors``, ``adapter_config.json``), as in HF.
     ``state`` is the full state dict gathered from a sharded model (FSDP, DeepSpeed), written instead of the
     module's.
     """
-    if state is not None:
+    if is_peft_model(model):  # the adapter only, as HF saves it (no base weights, no config.json)
+        save_adapter(model, folder, state)
+    elif state is not None:
         safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
     else:
         safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
-    config = getattr(model, "config", None)
+    config = None if is_peft_model(model) else getattr(model, "config", None)
     if config is not None and callable(getattr(config, "save_pretrained", None)):
         config.save_pretrained(str(folder))
     if processing_class is not None and callable(getattr(processing_class, "save_pretrained", None)):
@@ -75,12 +80,18 @@ def save_model_files(
 
 
 def load_model_weights(model: nn.Module, folder: Path) -> None:
-    """Load ``model.safetensors`` into ``model`` (strict: a missing or unexpected key is an error).
+    """Load ``model.safetensors`` (a PEFT model: its adapter) into ``model``; a missing or unexpected key is an error.
 
     Loaded through ``load_state_dict``, which copies into the parameters in place, so a model whose
     parameters are views of a flat buffer (DeepSpeed ZeRO) loads too. A tied tensor saved under one
     name fills every name that shares it.
     """
+    if is_peft_model(model):
+        try:
+            load_adapter(model, folder)
+        except AdapterLoadError as exc:
+            raise ResumeError(str(exc)) from exc
+        return
     path = folder / MODEL_NAME
     if not path.is_file():
         raise ResumeError(f"{path} is missing: the checkpoint holds no model weights")
@@ -192,11 +203,14 @@ class CheckpointMixin:
         if resume_from_checkpoint is True:
             found = latest_good_checkpoint(Path(self.args.output_dir))
             if found is None:
-                raise ResumeError(f"no valid checkpoint found in output_dir {self.args.output_dir!r}")
+                raise ResumeError(
+                    f"No valid checkpoint found in output directory ({self.args.output_dir}): no checkpoint-<step> "
+                    "folder there verifies"
+                )
             return found
         path = Path(str(resume_from_checkpoint))
         if not path.is_dir():
-            raise ResumeError(f"resume_from_checkpoint={str(path)!r} is not a folder")
+            raise ResumeError(f"Can't find a valid checkpoint at {path}: resume_from_checkpoint is not a folder")
         verify_checkpoint(path)
         return path
 
@@ -239,12 +253,17 @@ class CheckpointMixin:
             )
         return recorded
 
-    def _load_checkpoint_state(self, path: Path) -> tuple[TrainerState, EngineState]:
+    def _load_checkpoint_state(self, path: Path, plan: TrainingPlan | None = None) -> tuple[TrainerState, EngineState]:
         state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
         engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
-        # a geometry change that resume_allow_changed accepted: the data position, in current batches
         recorded, current = read_manifest_metadata(path), self._checkpoint_metadata()
-        if geometry_changes(recorded, current):
+        if recorded.get(POSITION_KEY) == "global_step" and plan is not None:
+            # imported from transformers: the position follows from global_step and this run, as in HF
+            position_from_global_step(
+                engine, state.global_step, plan.num_update_steps_per_epoch, plan.gradient_accumulation_steps
+            )
+        elif geometry_changes(recorded, current):
+            # a geometry change that resume_allow_changed accepted: the data position, in current batches
             engine.batches_in_epoch = rescale_position(engine.batches_in_epoch, recorded, current)
             state.train_batch_size = self._train_batch_size
         if state.best_model_checkpoint is not None and not Path(state.best_model_checkpoint).is_dir():

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 
+from statetrain.context.memory import MemoryTracker
 from statetrain.context.metrics import speed_metrics
 from statetrain.data.batches import has_length
 from statetrain.data.nested import (
@@ -39,6 +40,7 @@ class EvaluationMixin:
 
     if TYPE_CHECKING:  # what the Trainer provides
         args: Any
+        _memory_tracker: MemoryTracker
         accelerator: Any
         model: nn.Module
         model_wrapped: nn.Module
@@ -68,13 +70,24 @@ class EvaluationMixin:
         """The evaluation loader; a string picks one dataset of a dict ``eval_dataset``."""
         if eval_dataset is None and self.eval_dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        # with persistent workers the loader of the Trainer's own eval dataset (or of one named part
+        # of it) is built once, as in HF, so its workers live on between evaluations; a dataset
+        # passed in is a new one and gets its own loader
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if eval_dataset is None else None
+        persistent = bool(self.args.dataloader_persistent_workers) and key is not None
+        cache: dict[str, DataLoader[Any]] = self.__dict__.setdefault("_eval_dataloaders", {})
+        if persistent and key in cache:
+            return cache[key]
         if isinstance(eval_dataset, str):
             if not isinstance(self.eval_dataset, Mapping) or eval_dataset not in self.eval_dataset:
                 raise KeyError(f"no evaluation dataset named {eval_dataset!r}")
             dataset = self.eval_dataset[eval_dataset]
         else:
             dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._eval_loader(dataset, "evaluation")
+        loader = self._eval_loader(dataset, "evaluation")
+        if persistent:
+            cache[str(key)] = loader
+        return loader
 
     def get_test_dataloader(self, test_dataset: Any) -> DataLoader[Any]:
         return self._eval_loader(test_dataset, "test")
@@ -117,6 +130,7 @@ class EvaluationMixin:
                     )
                 )
             return metrics
+        self._memory_tracker.start("eval")
         dataloader = self.get_eval_dataloader(dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -129,6 +143,7 @@ class EvaluationMixin:
         metrics = self._add_speed_metrics(output, metric_key_prefix, start_time)
         self.log(metrics)
         self._fire(Event.ON_EVALUATE, metrics=metrics)
+        self._memory_tracker.stop_and_report("eval", metrics)  # after the log, as in HF
         return metrics
 
     def _add_speed_metrics(self, output: EvalLoopOutput, prefix: str, start_time: float) -> dict[str, float]:
@@ -148,6 +163,7 @@ class EvaluationMixin:
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
         """Predictions (padded with -100 across batches of different lengths), labels and metrics."""
+        self._memory_tracker.start("test")
         dataloader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -155,6 +171,8 @@ class EvaluationMixin:
         )
         self._add_speed_metrics(output, metric_key_prefix, start_time)
         self._fire(Event.ON_PREDICT, metrics=output.metrics)
+        assert output.metrics is not None
+        self._memory_tracker.stop_and_report("test", output.metrics)
         return PredictionOutput(output.predictions, output.label_ids, output.metrics)
 
     def _model_for_eval(self) -> nn.Module:
@@ -352,8 +370,8 @@ class EvaluationMixin:
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
             raise KeyError(
-                f"TrainingArguments.metric_for_best_model is {name!r}, but the evaluation produced no "
-                f"{key!r}; available metrics: {sorted(metrics)}"
+                f"TrainingArguments.metric_for_best_model is set to {key!r}, which is not found in the evaluation "
+                f"metrics {sorted(metrics)}: return it from compute_metrics or choose one of those"
             )
         value = metrics[key]
         greater = bool(self.args.greater_is_better)

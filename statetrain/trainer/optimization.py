@@ -109,8 +109,8 @@ class OptimizationMixin:
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
             raise KeyError(
-                f"TrainingArguments.metric_for_best_model is {name!r}, but the evaluation produced no "
-                f"{key!r}; available metrics: {sorted(metrics)}"
+                f"TrainingArguments.metric_for_best_model is set to {key!r}, which is not found in the evaluation "
+                f"metrics {sorted(metrics)}: return it from compute_metrics or choose one of those"
             )
         self.lr_scheduler.step(metrics[key])
 

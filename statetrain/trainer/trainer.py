@@ -24,6 +24,7 @@ from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.callbacks.reporting import reporting_callbacks
 from statetrain.checkpoint.rng import restore_rng_state
+from statetrain.context.memory import MemoryTracker
 from statetrain.context.metrics import TrainOutput, speed_metrics
 from statetrain.context.preemption import TrainingPreempted, preemption_handlers
 from statetrain.context.run import Run, TrainingPlan
@@ -99,6 +100,8 @@ class Trainer(
             args = TrainingArguments(output_dir="tmp_trainer")
         self.args = args
         check_supported_arguments(args)
+        self._memory_tracker = MemoryTracker(enabled=not args.skip_memory_metrics)
+        self._memory_tracker.start("init")
         set_seed(args.seed, deterministic=bool(args.full_determinism))
         self._set_up_backend(args)
         self._set_up_model(model, model_init)
@@ -139,6 +142,7 @@ class Trainer(
         self._signature_columns: list[str] | None = None
         self._train_batch_size = args.train_batch_size
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
+        self._memory_tracker.stop("init")
 
     def _set_up_backend(self, args: TrainingArguments) -> None:
         """The accelerator and HF's flags about it (read by callbacks and the DeepSpeed/FSDP branches)."""
@@ -330,6 +334,7 @@ class Trainer(
         """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
         self._hp_search_setup(trial)  # first: a trial may change the seed, as in HF
         args = self.args
+        self._memory_tracker.start("train")
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
             # verified once per copy of the files; with several processes, they must agree (or all fail)
@@ -348,7 +353,6 @@ class Trainer(
         if self._created_lr_scheduler:
             self.lr_scheduler = None
             self._created_lr_scheduler = False
-
         if checkpoint is not None:
             resume_batch_size(self, checkpoint)  # a batch size the run itself found is not a change
             self._check_resume_compatible(checkpoint)  # refuse before anything of this Trainer changes
@@ -363,7 +367,7 @@ class Trainer(
             self.state.compute_steps(args, plan.max_steps)
             engine = EngineState()
             if checkpoint is not None:
-                self.state, engine = self._load_checkpoint_state(checkpoint)
+                self.state, engine = self._load_checkpoint_state(checkpoint, plan)
             self.state.max_steps = plan.max_steps  # a larger budget extends the run
             self.state.num_train_epochs = plan.num_train_epochs
             self.state.is_local_process_zero = self.is_local_process_zero()
@@ -396,6 +400,7 @@ class Trainer(
                 run = run_with_batch_size_search(self, attempt)
         finally:
             self.is_in_train = False
+            self._memory_tracker.stop("train")  # a run that raised: the next stage is measured alone
         if run.preempted_checkpoint is not None:
             raise TrainingPreempted(run.preemption.signal_name, run.preempted_checkpoint, self.state.global_step)
         assert isinstance(run.output, TrainOutput)

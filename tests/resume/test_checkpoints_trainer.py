@@ -285,7 +285,7 @@ def test_hugging_face_checkpoint_is_refused(hf_checkpoint: Path, tmp_path: Path)
 
 def test_resume_true_over_only_hugging_face_checkpoints_says_why(hf_checkpoint: Path) -> None:
     trainer = build_trainer({**BASE, "out": str(hf_checkpoint.parent)})
-    with pytest.warns(CheckpointWarning, match="Hugging Face"), pytest.raises(ResumeError, match="no valid checkpoint"):
+    with pytest.warns(CheckpointWarning, match="Hugging Face"), pytest.raises(ResumeError, match="No valid checkpoint"):
         trainer.train(resume_from_checkpoint=True)
 
 

@@ -84,7 +84,6 @@ def test_default_callbacks_follow_hf(tmp_path: Path) -> None:
     ("field", "value"),
     [
         ("use_liger_kernel", True),
-        ("enable_jit_checkpoint", True),
     ],
 )
 def test_unimplemented_arguments_are_refused_by_name(tmp_path: Path, field: str, value: Any) -> None:
@@ -103,7 +102,7 @@ def test_default_save_strategy_saves_the_last_step(tmp_path: Path) -> None:
 
 
 def test_resume_without_any_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no valid checkpoint found in output_dir"):
+    with pytest.raises(ValueError, match=r"No valid checkpoint found in output directory \("):
         Trainer(model=TinyRegressor(), args=args(tmp_path), train_dataset=regression_rows(8)).train(
             resume_from_checkpoint=True
         )

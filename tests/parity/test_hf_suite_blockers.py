@@ -1,0 +1,108 @@
+"""What made transformers' own Trainer tests fail on statetrain (issue 13, item 7), against transformers.
+
+Each test runs the same thing on both libraries: ``enable_jit_checkpoint`` is accepted (statetrain
+checkpoints on SIGTERM in every run), a ``TrainingArguments`` dataclass subclass with its own fields
+trains, ``dataclasses.asdict(trainer.state)`` works, ``skip_memory_metrics=False`` adds HF's memory
+metrics, and the resume errors carry HF's wording.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import transformers
+
+import statetrain
+from tests.helpers import TinyRegressor, regression_rows
+
+LIBRARIES = [transformers, statetrain]
+
+
+def make(module: Any, out: Path, args_class: Any = None, **options: Any) -> Any:
+    args_class = args_class or module.TrainingArguments
+    options = {"save_strategy": "no", **options}
+    args = args_class(str(out), use_cpu=True, report_to="none", disable_tqdm=True, max_steps=2, **options)
+    return module.Trainer(
+        model=TinyRegressor(), args=args, train_dataset=regression_rows(8), eval_dataset=regression_rows(8)
+    )
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_enable_jit_checkpoint_and_subclass_fields_train(module: Any, tmp_path: Path) -> None:
+    @dataclasses.dataclass
+    class MyArgs(module.TrainingArguments):  # type: ignore[misc,name-defined]
+        alpha: float = 1.0
+
+    trainer = make(module, tmp_path, MyArgs, alpha=0.5, enable_jit_checkpoint=True)
+    trainer.train()
+    assert trainer.args.alpha == 0.5 and trainer.state.global_step == 2
+    state = dataclasses.asdict(trainer.state)
+    assert state["global_step"] == 2
+    assert set(state) == {f.name for f in dataclasses.fields(transformers.TrainerState)}
+
+
+def test_memory_metrics_have_hf_names(tmp_path: Path) -> None:
+    names = []
+    for module in LIBRARIES:
+        trainer = make(module, tmp_path / module.__name__, skip_memory_metrics=False)
+        train = trainer.train().metrics
+        evaluate = trainer.evaluate()
+        test = trainer.predict(regression_rows(8)).metrics
+        names.append([sorted(k for k in m if "_mem_" in k) for m in (train, evaluate, test)])
+        assert isinstance(train["train_mem_cpu_alloc_delta"], int) and "before_init_mem_cpu" in train
+        assert not any("_mem_" in k for k in trainer.state.log_history[-1] if k.startswith("eval"))
+    assert names[0] == names[1]
+    assert all("_mem_" not in key for key in make(statetrain, tmp_path / "off").train().metrics)
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_resume_errors_carry_hf_wording(module: Any, tmp_path: Path) -> None:
+    trainer = make(module, tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"No valid checkpoint found in output directory"):
+        trainer.train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match=r"Can't find a valid checkpoint at .*bogus"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-bogus"))
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_missing_best_metric_says_it_is_not_found(module: Any, tmp_path: Path) -> None:
+    trainer = make(
+        module,
+        tmp_path,
+        eval_strategy="steps",
+        eval_steps=1,
+        metric_for_best_model="nope",
+        load_best_model_at_end=True,
+        save_strategy="steps",
+        save_steps=1,
+    )
+    with pytest.raises(KeyError, match=r"metric_for_best_model.*'eval_nope'.*not found in the evaluation metrics"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_strict_cache_steps_and_dtype_fields_in_to_dict(module: Any, tmp_path: Path) -> None:
+    import torch
+
+    with pytest.raises(ValueError, match="torch_empty_cache_steps"):
+        module.TrainingArguments(str(tmp_path), torch_empty_cache_steps=1.0)
+
+    @dataclasses.dataclass
+    class DtypeArgs(module.TrainingArguments):  # type: ignore[misc,name-defined]
+        dtype: torch.dtype = torch.float32
+
+    assert DtypeArgs(str(tmp_path), dtype=torch.bfloat16).to_dict()["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_persistent_workers_eval_loader_is_built_once(module: Any, tmp_path: Path) -> None:
+    trainer = make(module, tmp_path, dataloader_num_workers=1, dataloader_persistent_workers=True)
+    first = trainer.get_eval_dataloader()
+    assert trainer.get_eval_dataloader() is first
+    if module is statetrain:  # a dataset passed in is a different one: HF would hand back the cached loader
+        assert trainer.get_eval_dataloader(regression_rows(4)) is not first
+    plain = make(module, tmp_path / "plain")
+    assert plain.get_eval_dataloader() is not plain.get_eval_dataloader()
