@@ -106,4 +106,4 @@ def test_a_running_train_command_can_be_summarized(tmp_path: Path) -> None:
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "empty"
     assert cli_main(["train", str(EXAMPLES / "digits-mlp.yaml"), "--set", f"args.output_dir={out}", "--resume"]) == 1
-    assert f"cannot resume: no valid checkpoint found in output_dir '{out}'" in capsys.readouterr().err
+    assert f"cannot resume: No valid checkpoint found in output directory ({out})" in capsys.readouterr().err
