@@ -33,9 +33,11 @@ from statetrain.args.enums import (
     SchedulerType,
 )
 from statetrain.args.names import unknown_names_message
+from statetrain.args.removed import removed_names_message
 from statetrain.args.rules import DEPRECATED_NAMES, RETIRED_OR_RENAMED, finalize
 from statetrain.args.runtime import ProcessFactsMixin
 from statetrain.args.serialization import _default_values, _plain, _restore_declared_field_types
+from statetrain.args.setters import ArgumentSettersMixin
 from statetrain.args.types import (
     DDP_BACKEND_CHOICES,
     LOG_LEVEL_CHOICES,
@@ -75,7 +77,7 @@ __all__ = [
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
-class TrainingArguments(ProcessFactsMixin):
+class TrainingArguments(ArgumentSettersMixin, ProcessFactsMixin):
     """Everything that configures a training run, with transformers 5.24's names and defaults.
 
     ``output_dir`` may be given positionally. Fields can be reassigned after construction, as
@@ -394,6 +396,9 @@ class TrainingArguments(ProcessFactsMixin):
         if isinstance(given, dict):
             known = {f.name for f in dataclasses.fields(cls) if f.init}
             unknown = set(given) - known
+            removed = removed_names_message(cls.__name__, unknown)
+            if removed is not None:  # a TypeError, as transformers 5.24 gives: pydantic passes it through
+                raise TypeError(removed)
             if unknown:
                 raise ValueError(unknown_names_message(cls.__name__, unknown, known))
         return data

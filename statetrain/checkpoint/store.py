@@ -301,6 +301,16 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [entry for _, _, entry in sorted(found)]
 
 
+def get_last_checkpoint(folder: str | Path) -> str | None:
+    """HF's helper for scripts: the newest ``checkpoint-<step>`` folder in ``folder`` that verifies, or None.
+
+    transformers returns the highest-numbered folder whatever its state; here a folder that is not a
+    complete, verified checkpoint is skipped (with a warning), since resuming from it would fail.
+    """
+    found = latest_good_checkpoint(Path(folder))
+    return None if found is None else str(found)
+
+
 def latest_good_checkpoint(output_dir: Path) -> Path | None:
     """The newest checkpoint that verifies, or ``None``; each newer one skipped raises a :class:`CheckpointWarning`."""
     for path in reversed(list_checkpoints(output_dir)):

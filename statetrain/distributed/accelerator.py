@@ -30,6 +30,22 @@ def _accelerator_config(args: Any) -> dict[str, Any]:
     return dict(vars(config))
 
 
+def _needs_fresh_state(mixed_precision: str, deepspeed_plugin: Any) -> bool:
+    """Whether accelerate's shared state, set up by an earlier Accelerator, must be rebuilt.
+
+    accelerate keeps one ``AcceleratorState`` per process and refuses a second Accelerator with
+    another precision; it also takes a DeepSpeed plugin only from the first. HF rebuilds the state
+    for every ``TrainingArguments``; here it is rebuilt only when this Trainer needs something else,
+    so notebooks and sweeps can make Trainers with different settings one after another.
+    """
+    shared = AcceleratorState._shared_state
+    if not shared:
+        return False
+    if deepspeed_plugin is not None or shared.get("deepspeed_plugins") is not None:
+        return True
+    return str(getattr(shared.get("mixed_precision"), "value", shared.get("mixed_precision"))) != mixed_precision
+
+
 def build_accelerator(args: Any) -> Accelerator:
     """Mixed precision, CPU choice, HF's dataloader settings (seedable sampler, data_seed) and plugins.
 
@@ -53,9 +69,7 @@ def build_accelerator(args: Any) -> Accelerator:
     if getattr(args, "parallelism_config", None) is not None:
         extra["parallelism_config"] = args.parallelism_config  # accelerate checks it, as in HF
     deepspeed_plugin = build_deepspeed_plugin(args)
-    if deepspeed_plugin is not None or AcceleratorState._shared_state.get("deepspeed_plugins") is not None:
-        # accelerate takes a DeepSpeed plugin only from the first Accelerator of a state, and keeps it
-        # for later ones; each Trainer brings its own (HF resets the whole state per TrainingArguments)
+    if _needs_fresh_state(mixed_precision, deepspeed_plugin):
         AcceleratorState._reset_state(reset_partial_state=False)
     # accelerate marks the process as DeepSpeed for good when given a plugin; the mark is for the
     # state being built, so a later Trainer without deepspeed in this process gets none

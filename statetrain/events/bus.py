@@ -3,8 +3,10 @@
 Two kinds of subscriber share one ordering:
 
 * HF-style callback objects: any object with ``on_<event>(args, state, control, **kwargs)``
-  methods. Only the methods a class really defines are registered (the no-op defaults of
-  ``TrainerCallback`` are skipped), so an event costs nothing for callbacks that ignore it.
+  handlers, looked up on the instance as HF's ``CallbackHandler`` does (so a handler assigned
+  on the instance, or served by ``__getattr__`` as a mock or proxy serves it, is called). The
+  no-op defaults of ``TrainerCallback`` are skipped, so an event costs nothing for callbacks
+  that ignore it; ``refresh()`` re-reads handlers assigned after registration.
 * plain functions bound to one event with ``every=``, ``once=``, ``when=`` and ``priority``.
   They receive one :class:`EventData` whose payload attributes they may read and, where the
   event allows, replace.
@@ -15,6 +17,7 @@ rebuilt on every (un)registration, never on a fire. The bus knows nothing of tor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,7 @@ from statetrain.events.event import FLAGS_CLEARED_BEFORE, REPLACEABLE, Event
 from statetrain.events.filters import EventFilter, FilteredEvent, make_filter
 
 NOOP_MARKER = "__statetrain_noop__"
+logger = logging.getLogger(__name__)
 
 
 class HandlerError(RuntimeError):
@@ -119,9 +123,29 @@ class EventBus:
     def add_callback(self, callback: Any, priority: int = 0) -> Any:
         """Register an HF-style callback object (or class, instantiated with no arguments)."""
         instance = callback() if isinstance(callback, type) else callback
+        if any(type(existing) is type(instance) for existing in self.callbacks):
+            listed = "\n".join(type(existing).__name__ for existing in self.callbacks)
+            logger.warning(
+                "You are adding a %s to the callbacks, but there is already one. The current list of callbacks is:\n%s",
+                type(instance).__name__,
+                listed,
+            )
         self._objects.append((instance, priority, self._next_seq()))
         self._rebuild()
         return instance
+
+    def replace_callback(self, old: Any, new: Any) -> None:
+        """Put ``new`` where ``old`` is registered (same priority and place in the order)."""
+        for index, (instance, priority, seq) in enumerate(self._objects):
+            if instance is old:
+                self._objects[index] = (new, priority, seq)
+                self._rebuild()
+                return
+        raise ValueError(f"replace_callback: {type(old).__name__} instance is not registered")
+
+    def refresh(self) -> None:
+        """Re-read the callbacks' handlers (one assigned on an instance after registration)."""
+        self._rebuild()
 
     def pop_callback(self, callback: Any) -> Any | None:
         """Remove and return the first callback equal to ``callback`` or of that class."""
@@ -250,13 +274,13 @@ class EventBus:
         for instance, priority, seq in self._objects:
             cls = type(instance)
             for event in Event:
-                method = getattr(cls, event.value, None)
-                if method is None or _is_noop(method):
+                method = getattr(instance, event.value, None)  # the instance, as HF: own attributes, __getattr__
+                if method is None or not callable(method) or _is_noop(method):
                     continue
                 entries.append(
                     Handler(
                         event=event,
-                        fn=getattr(instance, event.value),
+                        fn=method,
                         owner=instance,
                         is_object=True,
                         priority=priority,

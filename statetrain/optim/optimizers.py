@@ -294,3 +294,14 @@ def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> t
     )
     cls, kwargs = factory(ctx)
     return cls, dict(kwargs)
+
+
+def _register_package_optimizers() -> None:
+    """transformers' names served by other packages (bitsandbytes, torchao, schedulefree...)."""
+    from statetrain.optim.package_optimizers import PACKAGE_OPTIMIZERS
+
+    for key, factory in PACKAGE_OPTIMIZERS.items():
+        _REGISTRY.setdefault(key, factory)
+
+
+_register_package_optimizers()

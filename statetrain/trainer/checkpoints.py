@@ -22,13 +22,15 @@ from torch import nn
 
 from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
 from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
-from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter, save_adapter
+from statetrain.checkpoint.model_files import processor_to_save, save_model_files
+from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
 from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
 from statetrain.checkpoint.rng import load_rng_state
 from statetrain.checkpoint.store import (
     MANIFEST_NAME,
     PREFIX,
+    CheckpointError,
     latest_good_checkpoint,
     read_manifest_metadata,
     verify_checkpoint,
@@ -54,29 +56,6 @@ class ResumeError(ValueError):
 
 def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
-
-
-def save_model_files(
-    model: nn.Module, processing_class: Any, folder: Path, state: dict[str, Any] | None = None
-) -> None:
-    """Weights in safetensors (tied/shared tensors written once); config and processor when they save.
-
-    A transformers model gets its ``config.json`` so that ``from_pretrained(folder)`` loads it. A PEFT
-    model gets its adapter only (``adapter_model.safetensors``, ``adapter_config.json``), as in HF.
-    ``state`` is the full state dict gathered from a sharded model (FSDP, DeepSpeed), written instead of the
-    module's.
-    """
-    if is_peft_model(model):  # the adapter only, as HF saves it (no base weights, no config.json)
-        save_adapter(model, folder, state)
-    elif state is not None:
-        safetensors.torch.save_file(state, str(folder / MODEL_NAME), metadata={"format": "pt"})
-    else:
-        safetensors.torch.save_model(model, str(folder / MODEL_NAME), metadata={"format": "pt"})
-    config = None if is_peft_model(model) else getattr(model, "config", None)
-    if config is not None and callable(getattr(config, "save_pretrained", None)):
-        config.save_pretrained(str(folder))
-    if processing_class is not None and callable(getattr(processing_class, "save_pretrained", None)):
-        processing_class.save_pretrained(str(folder))
 
 
 def load_model_weights(model: nn.Module, folder: Path) -> None:
@@ -139,8 +118,15 @@ class CheckpointMixin:
         if not self.args.should_save:
             return
         target.mkdir(parents=True, exist_ok=True)
-        save_model_files(self.accelerator.unwrap_model(self.model), self.processing_class, target, full_state)
+        save_model_files(
+            self.accelerator.unwrap_model(self.model),
+            processor_to_save(self.processing_class, self.data_collator),  # type: ignore[attr-defined]
+            target,
+            full_state,
+        )
         (target / ARGS_NAME).write_text(self.args.to_json_string(), encoding="utf-8")
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)  # type: ignore[attr-defined]
 
     def _checkpoint_metadata(self, run: Run | None = None) -> dict[str, Any]:
         """What a resume must match (or knowingly override), recorded in the manifest.
@@ -178,7 +164,12 @@ class CheckpointMixin:
         full_model, full_optimizer = gather_for_checkpoint(run.model, run.optimizer, bool(args.save_only_model))
 
         def write_files(folder: Path) -> None:
-            save_model_files(model, self.processing_class, folder, full_model)
+            save_model_files(
+                model,
+                processor_to_save(self.processing_class, self.data_collator),  # type: ignore[attr-defined]
+                folder,
+                full_model,
+            )
             if not args.save_only_model:
                 raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
                 optimizer_state = full_optimizer if full_optimizer is not None else raw_optimizer.state_dict()
@@ -211,7 +202,10 @@ class CheckpointMixin:
         path = Path(str(resume_from_checkpoint))
         if not path.is_dir():
             raise ResumeError(f"Can't find a valid checkpoint at {path}: resume_from_checkpoint is not a folder")
-        verify_checkpoint(path)
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:  # HF's wording first, so scripts matching it keep working
+            raise CheckpointError(f"Can't find a valid checkpoint at {path}: {exc}") from exc
         return path
 
     def _locate_checkpoint(self, resume_from_checkpoint: str | bool, name: str) -> Path:
@@ -273,39 +267,6 @@ class CheckpointMixin:
             )
             state.best_model_checkpoint = None
         return state, engine
-
-    def _restore_callback_states(self, state: TrainerState) -> None:
-        """Put stored ``ExportableState`` values back into the registered callbacks, in place.
-
-        Instances of one class are matched to the stored list in registration order (HF pairs them
-        with stale entries). ``EarlyStoppingCallback`` is always restored, so a resumed run
-        continues its count (HF restarts it unless ``restore_callback_states_from_checkpoint``);
-        every other exportable callback, and the control, follow that argument as in HF.
-        """
-        from statetrain.callbacks.early_stopping import EarlyStoppingCallback
-
-        restore_all = bool(self.args.restore_callback_states_from_checkpoint)
-        seen: dict[str, int] = {}
-        for callback in [*self.bus.callbacks, self.control]:
-            if not callable(getattr(callback, "state", None)):
-                continue
-            if not (restore_all or isinstance(callback, EarlyStoppingCallback)):
-                continue
-            cls_name = type(callback).__name__
-            stored = state.stateful_callbacks.get(cls_name)
-            if stored is None:
-                continue
-            entries = stored if isinstance(stored, list) else [stored]
-            index = seen.get(cls_name, 0)
-            seen[cls_name] = index + 1
-            if index >= len(entries):
-                logger.warning("checkpoint holds no state for %s instance %d", cls_name, index + 1)
-                continue
-            for key, value in entries[index].get("attributes", {}).items():
-                setattr(callback, key, value)
-            if cls_name == "TrainerControl":
-                for key, value in entries[index].get("args", {}).items():
-                    setattr(callback, key, value)
 
     def _load_optimizer_and_schedule(self, path: Path, run: Run) -> None:
         raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)

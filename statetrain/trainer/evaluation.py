@@ -213,7 +213,8 @@ class EvaluationMixin:
         concat = args.eval_do_concat_batches
         losses_acc, preds_acc = EvalLoopContainer(concat), EvalLoopContainer(concat)
         labels_acc, inputs_acc = EvalLoopContainer(concat), EvalLoopContainer(concat)
-        gather = self.accelerator.gather_for_metrics
+        # HF's hook: gather_for_metrics drops the samples the last batch repeated; Seq2SeqTrainer keeps all
+        gather = getattr(self, "gather_function", None) or self.accelerator.gather_for_metrics
         pad = self.accelerator.pad_across_processes
         batch_size = args.eval_batch_size
         observed = 0

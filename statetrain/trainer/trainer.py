@@ -33,17 +33,15 @@ from statetrain.data.batches import (
     set_seed,
 )
 from statetrain.data.padding import default_collator_for
-from statetrain.distributed.accelerator import build_accelerator
-from statetrain.distributed.plugins import configure_ddp, deepspeed_dtype
+from statetrain.distributed.plugins import configure_ddp
 from statetrain.distributed.processes import agree_on_checkpoint
 from statetrain.engine.default_machine import default_machine
 from statetrain.engine.driver import drive
 from statetrain.engine.feature_checks import check_features_have_states
 from statetrain.engine.machine import MachineSpec
 from statetrain.engine.plan import plan_training
-from statetrain.events.bus import EventBus, Handler
+from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
-from statetrain.events.filters import FilteredEvent
 from statetrain.optim.loss import (
     LabelSmoother,
     NanInfGuard,
@@ -52,9 +50,12 @@ from statetrain.optim.loss import (
     loss_shifts_labels,
 )
 from statetrain.trainer.batch_size_search import resume_batch_size, run_with_batch_size_search
+from statetrain.trainer.callbacks import CallbackMixin
 from statetrain.trainer.checkpoints import CheckpointMixin, load_model_weights
 from statetrain.trainer.evaluation import EvaluationMixin, can_return_loss
 from statetrain.trainer.hp_search import HyperparameterSearchMixin
+from statetrain.trainer.hub import HubMixin
+from statetrain.trainer.introspection import IntrospectionMixin
 from statetrain.trainer.model_options import (
     check_model_options,
     compile_model,
@@ -63,6 +64,7 @@ from statetrain.trainer.model_options import (
     reject_bare_base_model,
 )
 from statetrain.trainer.optimization import OptimizationMixin
+from statetrain.trainer.reporting import ReportingMixin
 from statetrain.trainer.training_data import TrainingDataMixin
 from statetrain.trainer.training_step import TrainingStepMixin
 
@@ -76,8 +78,15 @@ class Trainer(
     EvaluationMixin,
     CheckpointMixin,
     HyperparameterSearchMixin,
+    CallbackMixin,
+    ReportingMixin,
+    IntrospectionMixin,
+    HubMixin,
 ):
     """Drop-in for ``transformers.Trainer``: same constructor, methods and callback protocol."""
+
+    loss_is_scaled_for_ga: bool | None = None
+    """Whether ``compute_loss`` already divides by the accumulation (HF's; ``None``: decided per model)."""
 
     def __init__(
         self,
@@ -141,20 +150,16 @@ class Trainer(
         self.is_in_train = False
         self._signature_columns: list[str] | None = None
         self._train_batch_size = args.train_batch_size
+        self.hub_model_id: str | None = None
+        if args.push_to_hub:
+            self.init_hf_repo()  # an unreachable Hub fails here, before any training (HF)
+            self._warn_no_checkpoint_pushes()
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
         self._memory_tracker.stop("init")
 
     def _set_up_backend(self, args: TrainingArguments) -> None:
         """The accelerator and HF's flags about it (read by callbacks and the DeepSpeed/FSDP branches)."""
-        self.accelerator = build_accelerator(args)
-        self.is_deepspeed_enabled = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-        self.is_fsdp_enabled = self.accelerator.distributed_type == DistributedType.FSDP
-        self.deepspeed: nn.Module | None = None  # the DeepSpeed engine once train() has prepared it, as in HF
-        self._deepspeed_input_dtype = (
-            deepspeed_dtype(self.accelerator.state.deepspeed_plugin.deepspeed_config)
-            if self.is_deepspeed_enabled
-            else None
-        )
+        self.create_accelerator_and_postprocess()
         # read once: TrainingArguments derives these from accelerate's state on every access
         self._device, self._n_gpu, self._world_size = args.device, args.n_gpu, args.world_size
         self._wrap_backward_with_events()
@@ -229,8 +234,8 @@ class Trainer(
         save = str(getattr(args.save_strategy, "value", args.save_strategy))
         if (save == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
             raise ValueError(
-                "TrainingArguments.metric_for_best_model must be set with save_strategy='best' or "
-                "load_best_model_at_end=True"
+                "`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
+                "`args.load_best_model_at_end` is set to `True` (TrainingArguments.metric_for_best_model)"
             )
 
     # --- model introspection ------------------------------------------------------------------
@@ -275,48 +280,6 @@ class Trainer(
         self._label_smoother_shifts = is_causal_lm(model)
 
     # --- callbacks ----------------------------------------------------------------------------
-    @property
-    def callback_handler(self) -> EventBus:
-        """HF code reads ``trainer.callback_handler.callbacks``; the bus is the handler here."""
-        return self.bus
-
-    def add_callback(self, callback: Any, priority: int = 0) -> None:
-        """Add an HF-style callback object or class (HF ``add_callback``)."""
-        self.bus.add_callback(callback, priority=priority)
-
-    def pop_callback(self, callback: Any) -> Any:
-        """Remove and return a callback, given an instance or a class (HF ``pop_callback``)."""
-        return self.bus.pop_callback(callback)
-
-    def remove_callback(self, callback: Any) -> None:
-        """Remove a callback, given an instance or a class (HF ``remove_callback``)."""
-        self.bus.remove_callback(callback)
-
-    def on(self, event: Event | FilteredEvent, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Subscribe a function to one event (``every=``, ``once=``, ``when=``, ``priority=``)."""
-        return self.bus.on(event, fn, **options)
-
-    def off(self, handle: Handler) -> None:
-        self.bus.off(handle)
-
-    def _snapshot_stateful_callbacks(self) -> None:
-        """Rebuild ``state.stateful_callbacks`` from every ``ExportableState`` callback and the control.
-
-        HF's layout: one dict per class, a list in registration order for a repeated class. The
-        entry is rebuilt, never appended to (HF's list grows with every save).
-        """
-        entries: dict[str, list[dict[str, Any]]] = {}
-        for callback in [*self.bus.callbacks, self.control]:
-            if callable(getattr(callback, "state", None)) and callable(getattr(type(callback), "from_state", None)):
-                entries.setdefault(type(callback).__name__, []).append(callback.state())
-        self.state.stateful_callbacks = {
-            name: items[0] if len(items) == 1 else items for name, items in entries.items()
-        }
-
-    def _fire(self, event: Event, **payload: Any) -> dict[str, Any]:
-        self.control = self.bus.fire(event, self.args, self.state, self.control, self.callback_refs, payload)
-        return payload
-
     # --- process roles ------------------------------------------------------------------------
     def is_local_process_zero(self) -> bool:
         return bool(self.args.local_process_index == 0)
@@ -335,6 +298,7 @@ class Trainer(
         self._hp_search_setup(trial)  # first: a trial may change the seed, as in HF
         args = self.args
         self._memory_tracker.start("train")
+        self.bus.refresh()  # handlers assigned on a callback instance since it was added
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
             # verified once per copy of the files; with several processes, they must agree (or all fail)
@@ -433,6 +397,7 @@ class Trainer(
         """Optimizer, ``accelerator.prepare``, schedule; then the fast paths the configuration allows."""
         from accelerate.optimizer import AcceleratedOptimizer
 
+        self._log_training_banner(run.plan, self.state.global_step or None)
         self._reclaim_optimizer()  # what a previous train() prepared
         self.create_optimizer()
         configure_ddp(self.accelerator, self.args, self.model)  # HF's ddp_* options, which depend on the model
