@@ -4,8 +4,8 @@ A transformers model is written by its own ``save_pretrained`` (``config.json``,
 ``generation_config.json``, ``model.safetensors`` with tied weights under the names transformers
 keeps), so ``AutoModel*.from_pretrained`` loads the folder and the file set is HF's. Any other
 module is written with safetensors (a shared tensor once) plus a ``config.json`` when it has a
-saving config, and a PEFT model by its adapter only (as HF saves it). The processing class is saved beside it; when none was given, the data
-collator's tokenizer is, as HF does.
+saving config, and a PEFT model by its adapter only (as HF saves it). The processing class is
+saved beside it; when none was given, the data collator's tokenizer is, as HF does.
 """
 
 from __future__ import annotations
