@@ -53,9 +53,9 @@ from statetrain.trainer.batch_size_search import resume_batch_size, run_with_bat
 from statetrain.trainer.callbacks import CallbackMixin
 from statetrain.trainer.checkpoints import CheckpointMixin, load_model_weights
 from statetrain.trainer.evaluation import EvaluationMixin, can_return_loss
+from statetrain.trainer.helpers import IntrospectionMixin, ReportingMixin
 from statetrain.trainer.hp_search import HyperparameterSearchMixin
 from statetrain.trainer.hub import HubMixin
-from statetrain.trainer.introspection import IntrospectionMixin
 from statetrain.trainer.model_options import (
     check_model_options,
     compile_model,
@@ -64,7 +64,6 @@ from statetrain.trainer.model_options import (
     reject_bare_base_model,
 )
 from statetrain.trainer.optimization import OptimizationMixin
-from statetrain.trainer.reporting import ReportingMixin
 from statetrain.trainer.training_data import TrainingDataMixin
 from statetrain.trainer.training_step import TrainingStepMixin
 
