@@ -296,8 +296,7 @@ class Trainer(
         """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
         self._hp_search_setup(trial)  # first: a trial may change the seed, as in HF
         args = self.args
-        self._memory_tracker.start("train")
-        self.bus.refresh()  # handlers assigned on a callback instance since it was added
+        self._begin_train_call()
         checkpoint = None
         if resume_from_checkpoint not in (None, False):
             # verified once per copy of the files; with several processes, they must agree (or all fail)
@@ -368,6 +367,10 @@ class Trainer(
             raise TrainingPreempted(run.preemption.signal_name, run.preempted_checkpoint, self.state.global_step)
         assert isinstance(run.output, TrainOutput)
         return run.output
+
+    def _begin_train_call(self) -> None:
+        self._memory_tracker.start("train")
+        self.bus.refresh()  # handlers assigned on a callback instance since it was added
 
     @property
     def run_context(self) -> Run | None:
