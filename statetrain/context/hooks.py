@@ -64,7 +64,6 @@ class TrainerHooks(Protocol):
 
     def store_flos(self, run: Run | None = None) -> None: ...
 
-
     def log(self, logs: dict[str, Any], start_time: float | None = None) -> None: ...
 
     def evaluate(
