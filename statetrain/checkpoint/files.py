@@ -7,6 +7,7 @@ module holds what "durable on disk" means on POSIX file systems.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -151,3 +152,10 @@ def remove_path(path: Path) -> bool:
         logger.warning("could not remove %s: %s", path, exc)
         return False
     return True
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The sha256 of the manifest without its ``manifest_sha256``, in one canonical JSON form."""
+    content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -9,14 +9,51 @@ rank resumes, rotates, or reports a checkpoint that is not complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from statetrain.checkpoint.output_lock import OutputDirLock
 from statetrain.checkpoint.rng import capture_rng_state, rng_state_name, save_rng_state
 from statetrain.checkpoint.store import CheckpointWriteError, rotate_checkpoints, write_checkpoint
 from statetrain.checkpoint.tensor_tree import save_tree
 from statetrain.distributed.processes import all_gather_object, world_size_of
+
+
+@contextmanager
+def hold_output_dir(args: Any) -> Iterator[None]:
+    """Hold the run's lock on ``output_dir`` for the block (collective with several processes).
+
+    The processes that write checkpoints take the lock under one run token (chosen by process 0),
+    so node mains of one run on a shared file system share it. If any process cannot take it (the
+    folder is in use, a file, or not writable), every process raises before training starts: the
+    failing one its own error, the others an error naming that process, so none waits forever.
+    """
+    world_size = world_size_of(args)
+    token = secrets.token_hex(8)
+    if world_size > 1:
+        token = all_gather_object(token, world_size)[0]
+    lock = OutputDirLock(Path(args.output_dir), token)
+    failure: Exception | None = None
+    if args.should_save:
+        try:
+            lock.acquire()
+        except (OSError, ValueError, RuntimeError) as exc:
+            failure = exc
+    if world_size > 1:
+        outcomes = all_gather_object(None if failure is None else f"{type(failure).__name__}: {failure}", world_size)
+        if failure is None and any(outcomes):
+            lock.release()
+            rank, text = next((rank, text) for rank, text in enumerate(outcomes) if text)
+            raise RuntimeError(f"process {rank} could not take output_dir {args.output_dir!r}: {text}")
+    if failure is not None:
+        raise failure
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def gather_rng_states(args: Any) -> list[dict[str, Any]] | None:
@@ -47,6 +84,7 @@ def commit_checkpoint(
     write_files: Callable[[Path], None],
     metadata: dict[str, Any],
     protected: list[Path],
+    required: Callable[[dict[str, Any]], Any] | None = None,
 ) -> Path:
     """Write and rotate on the writing process(es); with several processes, agree on the outcome.
 
@@ -56,14 +94,14 @@ def commit_checkpoint(
     """
     world_size = world_size_of(args)
     if world_size <= 1:
-        path = write_checkpoint(output_dir, name, write_files, metadata)
+        path = write_checkpoint(output_dir, name, write_files, metadata, required)
         rotate_checkpoints(output_dir, args.save_total_limit, protected)
         return path
     outcome: str | None = None
     failure: BaseException | None = None
     if args.should_save:
         try:
-            write_checkpoint(output_dir, name, write_files, metadata)
+            write_checkpoint(output_dir, name, write_files, metadata, required)
             rotate_checkpoints(output_dir, args.save_total_limit, protected)
             outcome = "ok"
         except Exception as exc:  # every rank must hear of it, or the others would wait forever

@@ -84,3 +84,45 @@ def rescale_position(batches_in_epoch: int, recorded: dict[str, Any], current: d
     position = samples // (int(current["per_device_train_batch_size"]) * int(current["world_size"]))
     accumulation = int(current["gradient_accumulation_steps"])
     return position - position % accumulation
+
+
+def epochs_for_budget(plan: Any, global_step: int, epoch_index: int, batches_in_epoch: int, epoch_ended: bool) -> int:
+    """How many epochs a resumed run with an accepted geometry change needs to reach ``plan.max_steps``.
+
+    The plan counts epochs for the new geometry from step 0, but the checkpoint's steps were taken
+    with the old one, so the epochs it plans may end before ``max_steps``: a run asked for
+    ``max_steps=8`` would stop at step 6 and report success. The budget in steps wins: enough
+    epochs are added to reach it from the resumed position (never fewer than planned).
+    """
+    per_epoch = plan.num_update_steps_per_epoch
+    accumulation = max(int(plan.gradient_accumulation_steps), 1)
+    if per_epoch <= 0 or plan.steps_in_epoch <= 0:
+        return int(plan.num_train_epochs)
+    if epoch_ended:
+        epoch_index, batches_in_epoch = epoch_index + 1, 0
+    left_in_epoch = max(0, plan.steps_in_epoch - batches_in_epoch)
+    steps_left_in_epoch = -(-left_in_epoch // accumulation)
+    beyond = max(0, plan.max_steps - global_step - steps_left_in_epoch)
+    needed = epoch_index + 1 + -(-beyond // per_epoch)
+    return max(int(plan.num_train_epochs), needed)
+
+
+def steps_for_epochs(plan: Any, global_step: int, epoch_index: int, batches_in_epoch: int, epoch_ended: bool) -> int:
+    """The ``max_steps`` that trains the planned epochs' worth of samples from a resumed position.
+
+    Without an explicit ``max_steps`` the budget is the epochs, but the plan's step count is for
+    the new geometry from step 0 while ``global_step`` continues the old one: the run would stop at
+    that count mid-epoch (or go on past the epochs). The rest of the resumed epoch and every later
+    planned epoch, in windows of the new geometry, are added to ``global_step`` instead.
+    """
+    per_epoch = plan.num_update_steps_per_epoch
+    accumulation = max(int(plan.gradient_accumulation_steps), 1)
+    if per_epoch <= 0 or plan.steps_in_epoch <= 0:
+        return int(plan.max_steps)
+    if epoch_ended:
+        epoch_index, batches_in_epoch = epoch_index + 1, 0
+    if epoch_index >= plan.num_train_epochs:
+        return global_step
+    left_in_epoch = max(0, plan.steps_in_epoch - batches_in_epoch)
+    later_epochs = plan.num_train_epochs - epoch_index - 1
+    return global_step + -(-left_in_epoch // accumulation) + later_epochs * per_epoch

@@ -32,7 +32,12 @@ renamed to ``.trash-`` before it is deleted, so a restored ``.old-`` folder is n
 
 Reading: :func:`verify_checkpoint` checks the manifest against the files and raises
 :class:`CheckpointError` saying why a folder is not a loadable checkpoint, including Hugging Face
-Trainer folders, which statetrain refuses because their files are pickles.
+Trainer folders, which statetrain refuses because their files are pickles. Reading is total: the
+manifest carries the sha256 of its own content (``manifest_sha256``), so a flipped bit in its
+metadata is reported as corruption, not as a changed run; it is read with a size cap
+(:data:`MANIFEST_CAP`), integers of more than 20 digits and nesting too deep for the parser are
+refused naming the file, and a caller may name files its format requires (``required``) so that a
+checkpoint whose manifest vouches for less is refused too.
 :func:`latest_good_checkpoint` returns the newest folder that verifies and reports each newer one it
 skips with :func:`warnings.warn` (category :class:`CheckpointWarning`): a skipped checkpoint changes
 where a run resumes, so it is reported through warnings, which a user can turn into errors
@@ -68,6 +73,7 @@ from statetrain.checkpoint.files import (
     fsync_dir,
     hash_and_sync_tree,
     hash_file,
+    manifest_digest,
     remove_path,
     walk_tree,
 )
@@ -76,14 +82,20 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint"
 FORMAT_VERSION = 1
+MANIFEST_CAP = 16 << 20
+"""The largest manifest read (bytes): about 100,000 file entries; anything larger is refused unread."""
+MAX_INT_DIGITS = 20
+"""JSON integers in checkpoint files fit 64 bits; longer ones are refused before Python parses them."""
 
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX}-(\d+)$")
 # Folders this module leaves beside checkpoints: .tmp- (being written), .old- (set aside while a
 # same-name checkpoint is replaced), .trash- (being deleted). The token is secrets.token_hex(8).
 _SCRATCH_RE = re.compile(r"^\.(tmp|old|trash)-(.+)-([0-9a-f]{16})$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-# Files only a Hugging Face Trainer checkpoint has (statetrain never writes pickles).
-_HF_MARKERS = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
+# Files only a Hugging Face Trainer checkpoint has (statetrain never writes pickles); trainer_state.json
+# without statetrain's engine_state.json is one too.
+_HF_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
+_HF_STATE, _ENGINE_STATE = "trainer_state.json", "engine_state.json"
 
 
 class CheckpointError(ValueError):
@@ -109,17 +121,23 @@ class CheckpointWarning(UserWarning):
 # --- write -----------------------------------------------------------------------------------------
 
 
+Required = Callable[[dict[str, Any]], Iterable[str]]
+"""The files a checkpoint must hold, from its metadata (the format's rule, beyond what the manifest lists)."""
+
+
 def write_checkpoint(
     output_dir: Path,
     name: str,
     write_files: Callable[[Path], None],
     metadata: dict[str, Any],
+    required: Required | None = None,
 ) -> Path:
     """Write ``output_dir/name`` atomically: ``write_files(folder)`` fills a temporary folder, then it is committed.
 
-    ``metadata`` must be JSON-serializable; it is stored as given in the manifest. Returns the
-    checkpoint path. Raises :class:`CheckpointWriteError` on any failure (see the module docstring)
-    and ``ValueError`` when ``name`` is not a plain, non-hidden folder name.
+    ``metadata`` must be JSON-serializable; it is stored as given in the manifest. A folder lacking
+    one of ``required(metadata)`` is never committed. Returns the checkpoint path. Raises
+    :class:`CheckpointWriteError` on any failure (see the module docstring) and ``ValueError`` when
+    ``name`` is not a plain, non-hidden folder name.
     """
     _check_name(name)
     if not isinstance(metadata, dict):
@@ -141,8 +159,10 @@ def write_checkpoint(
         write_files(tmp)
         stage = "hashing and syncing the checkpoint files"
         files = hash_and_sync_tree(tmp)
+        _check_required(files, metadata, required)
         stage = "writing the manifest"
-        manifest = {"format_version": FORMAT_VERSION, "metadata": metadata, "files": files}
+        manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "metadata": metadata, "files": files}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=2, sort_keys=True)
             handle.flush()
@@ -218,12 +238,13 @@ def clean_stale(output_dir: Path) -> None:
 # --- read ------------------------------------------------------------------------------------------
 
 
-def verify_checkpoint(path: Path) -> dict[str, Any]:
+def verify_checkpoint(path: Path, required: Required | None = None) -> dict[str, Any]:
     """Return the manifest of the checkpoint at ``path`` after checking every file against it.
 
     Raises :class:`CheckpointError` naming the reason: not a folder, no manifest (an incomplete
-    write, or a Hugging Face Trainer checkpoint), a malformed manifest, a format_version this
-    statetrain does not read, or files missing, extra, of the wrong size or with the wrong sha256.
+    write, or a Hugging Face Trainer checkpoint), a malformed or oversized manifest, one whose own
+    checksum fails, a format_version this statetrain does not read, files missing, extra, of the
+    wrong size or with the wrong sha256, or a file of ``required(metadata)`` the manifest lacks.
     """
     path = Path(path)
     if not path.is_dir():
@@ -234,7 +255,9 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
             names = os.listdir(path)
         except OSError as exc:
             raise CheckpointError(f"{path} cannot be listed: {exc}") from exc
-        hf = sorted(n for n in names if n in _HF_MARKERS or re.match(r"^rng_state_\d+\.pth$", n))
+        hf = sorted(n for n in names if n in _HF_PICKLES or re.match(r"^rng_state_\d+\.pth$", n))
+        if _HF_STATE in names and _ENGINE_STATE not in names:
+            hf = sorted([*hf, _HF_STATE])
         if hf:
             raise CheckpointError(
                 f"{path} is a Hugging Face Trainer checkpoint (it has {', '.join(hf)} and no {MANIFEST_NAME}); "
@@ -244,11 +267,9 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
                 "and resume from NEW_FOLDER"
             )
         raise CheckpointError(f"{path} is incomplete: it has no {MANIFEST_NAME} (the write did not finish)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{manifest_path} is malformed: {exc}") from exc
+    manifest = read_json(manifest_path, MANIFEST_CAP)
     expected = _check_manifest(manifest_path, manifest)
+    _check_required(manifest["files"], manifest["metadata"], required, path)
     try:
         actual, irregular = walk_tree(path)
     except OSError as exc:
@@ -277,13 +298,36 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_json(path: Path, cap: int) -> Any:
+    """Parse the JSON file ``path`` of at most ``cap`` bytes; every failure is a :class:`CheckpointError` naming it.
+
+    Integers longer than :data:`MAX_INT_DIGITS` digits and nesting deeper than the parser's recursion
+    limit are refused (Python would raise a bare ``ValueError`` or ``RecursionError``).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(cap + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc}") from exc
+    if len(data) > cap:
+        raise CheckpointError(f"{path} is malformed: larger than the {cap} bytes the format allows")
+    try:
+        return json.loads(data.decode("utf-8"), parse_int=_bounded_int)
+    except RecursionError:
+        raise CheckpointError(f"{path} is malformed: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an oversized integer
+        raise CheckpointError(f"{path} is malformed: {exc}") from exc
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits (at most {MAX_INT_DIGITS} allowed)")
+    return int(text)
+
+
 def read_manifest_metadata(path: Path) -> dict[str, Any]:
     """The run metadata of a checkpoint already verified (no re-hashing); ``{}`` when it has none."""
-    manifest_path = Path(path) / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{manifest_path} cannot be read: {exc}") from exc
+    manifest = read_json(Path(path) / MANIFEST_NAME, MANIFEST_CAP)
     metadata = manifest.get("metadata") if isinstance(manifest, dict) else None
     return metadata if isinstance(metadata, dict) else {}
 
@@ -311,11 +355,18 @@ def get_last_checkpoint(folder: str | Path) -> str | None:
     return None if found is None else str(found)
 
 
-def latest_good_checkpoint(output_dir: Path) -> Path | None:
-    """The newest checkpoint that verifies, or ``None``; each newer one skipped raises a :class:`CheckpointWarning`."""
+def latest_good_checkpoint(
+    output_dir: Path, required: Required | None = None, check: Callable[[Path], None] | None = None
+) -> Path | None:
+    """The newest checkpoint that verifies, or ``None``; each newer one skipped raises a :class:`CheckpointWarning`.
+
+    ``check`` (the caller's reading of the verified folder) may raise :class:`CheckpointError` to skip it too.
+    """
     for path in reversed(list_checkpoints(output_dir)):
         try:
-            verify_checkpoint(path)
+            verify_checkpoint(path, required=required)
+            if check is not None:
+                check(path)
         except CheckpointError as exc:
             warnings.warn(f"skipping checkpoint {path}: {exc}", CheckpointWarning, stacklevel=2)
             continue
@@ -405,6 +456,14 @@ def _check_manifest(manifest_path: Path, manifest: Any) -> dict[str, tuple[int, 
         if type(size) is not int or size < 0 or not isinstance(sha, str) or not _SHA256_RE.match(sha):
             raise malformed(f"entry for {rel!r} needs an integer 'size' >= 0 and a hex 'sha256', got {entry!r}")
         expected[rel] = (size, sha)
+    recorded = manifest.get("manifest_sha256")
+    if not isinstance(recorded, str) or not _SHA256_RE.match(recorded):
+        raise malformed("'manifest_sha256' (the manifest's checksum of its own content) is missing or not a sha256")
+    if recorded != manifest_digest(manifest):
+        raise CheckpointError(
+            f"{manifest_path} is corrupt: its content does not match its own checksum (manifest_sha256); "
+            "the manifest was altered or damaged after it was written"
+        )
     return expected
 
 
@@ -422,3 +481,18 @@ def _discard(path: Path, output_dir: Path) -> None:
     trash = output_dir / f".trash-{name}-{secrets.token_hex(8)}"
     os.replace(path, trash)
     remove_path(trash)
+
+
+def _check_required(
+    files: dict[str, Any], metadata: dict[str, Any], required: Required | None, path: Path | None = None
+) -> None:
+    """Refuse a checkpoint that lacks a file the caller's format requires (whatever its manifest lists)."""
+    if required is None:
+        return
+    missing = sorted(set(required(metadata)) - set(files))
+    if not missing:
+        return
+    what = f"lacks {', '.join(missing)}, which every checkpoint of this format holds"
+    if path is None:
+        raise ValueError(f"the checkpoint {what}; it is not committed")
+    raise CheckpointError(f"{path} is incomplete: it {what}")

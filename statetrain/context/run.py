@@ -16,6 +16,7 @@ from statetrain.context.state import EngineState, TrainerControl, TrainerState
 from statetrain.data.batches import length_or_none
 from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
+from statetrain.optim.loss import NonFiniteWatch
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +94,7 @@ class Run:
         # preemption: the pending signal, and the checkpoint written for it
         self.preemption = PreemptionRequest(coordinated=trainer.accelerator.num_processes > 1)
         self.preempted_checkpoint: Path | None = None
+        self.nonfinite = NonFiniteWatch()
         self.last_saved_step = -1
         # objects with state_dict()/load_state_dict() that custom states want in every checkpoint
         self.checkpointables: dict[str, Any] = {}

@@ -26,6 +26,17 @@ class ContextFileError(ValueError):
     """A context file could not be read; the message names the file and the field."""
 
 
+JSON_FILE_CAP = 256 << 20
+"""The largest context file read (bytes): a ``log_history`` of about two million entries."""
+_MAX_INT_DIGITS = 20  # every integer of these files fits 64 bits
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits (at most {_MAX_INT_DIGITS} allowed)")
+    return int(text)
+
+
 class _JsonModel(BaseModel):
     """Exact JSON round-trip with Python's json (NaN/Infinity literals, sorted keys)."""
 
@@ -51,16 +62,22 @@ class _JsonModel(BaseModel):
 
 
 def _read_utf8(path: Path) -> str:
+    with open(path, "rb") as handle:
+        data = handle.read(JSON_FILE_CAP + 1)
+    if len(data) > JSON_FILE_CAP:
+        raise ContextFileError(f"{path} is larger than the {JSON_FILE_CAP} bytes a context file may hold")
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContextFileError(f"{path} is not a UTF-8 JSON file: {exc}") from exc
 
 
 def _json_object(text: str, source: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = json.loads(text, parse_int=_bounded_int)
+    except RecursionError:
+        raise ContextFileError(f"{source} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer longer than the format allows
         raise ContextFileError(f"{source} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ContextFileError(f"{source} must hold a JSON object, not {type(data).__name__}")

@@ -13,6 +13,7 @@ collective the others never enter.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,16 +39,43 @@ def _cpu_group() -> Any:
     """A gloo group over every process, for the small host-side exchanges here (None: the default group).
 
     With NCCL, reading a result on the host would wait for all the GPU work queued before it, every
-    step; over gloo the exchange stays on the CPU. Created once per process group, on first use
-    (a collective call: every process reaches it at the same point).
+    step; over gloo the exchange stays on the CPU. When the default group already runs CPU tensors
+    over gloo (``gloo``, or ``cpu:gloo,...`` as accelerate sets it up) no side group is made. A side
+    group is created once per process group, on first use (a collective call: every process
+    reaches it at the same point), and destroyed at interpreter exit (see :func:`_destroy_cpu_groups`).
     """
     world = torch.distributed.group.WORLD
-    if torch.distributed.get_backend() == "gloo":
+    if _cpu_runs_on_gloo():
         return None
     key = id(world)
     if key not in _CPU_GROUPS:
+        if not _CPU_GROUPS:
+            atexit.register(_destroy_cpu_groups)
         _CPU_GROUPS[key] = torch.distributed.new_group(backend="gloo")
     return _CPU_GROUPS[key]
+
+
+def _cpu_runs_on_gloo() -> bool:
+    config = str(torch.distributed.get_backend_config())
+    return config == "gloo" or any(part.strip() == "cpu:gloo" for part in config.split(","))
+
+
+def _destroy_cpu_groups() -> None:
+    """Destroy the side groups while the interpreter is whole (atexit, before module teardown).
+
+    A group left to interpreter shutdown is torn down in no set order with the default group and
+    its store, with its gloo threads still running; that is how a finished run's process could abort
+    (``terminate called without an active exception``, SIGABRT) after training succeeded.
+    """
+    groups = list(_CPU_GROUPS.values())
+    _CPU_GROUPS.clear()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for group in groups:
+        try:
+            torch.distributed.destroy_process_group(group)
+        except (RuntimeError, ValueError) as exc:  # already destroyed with the default group
+            logger.debug("side process group already gone: %s", exc)
 
 
 def all_gather_object(value: Any, world_size: int) -> list[Any]:
@@ -68,6 +96,14 @@ def configure_process_logging(args: Any) -> None:
     if world_size_of(args) <= 1 and getattr(args, "log_level", "passive") == "passive":
         return
     logging.getLogger("statetrain").setLevel(args.get_process_log_level())
+
+
+def agree_everywhere(args: Any, flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (collective with several; the flag itself with one)."""
+    world_size = world_size_of(args)
+    if world_size <= 1:
+        return flag
+    return all(all_gather_object(bool(flag), world_size))
 
 
 # --- preemption ----------------------------------------------------------------------------------

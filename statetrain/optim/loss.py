@@ -7,6 +7,7 @@ normalised, what a non-finite loss does to the step) has one definition the test
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -192,3 +193,74 @@ class NanInfGuard:
         result = (self.start_loss, self.first_bad)
         self.start_loss, self.first_bad = None, None
         return result
+
+
+class NonFiniteWarning(UserWarning):
+    """A training loss or gradient norm was NaN or infinite; warned once per run and kind, naming the step."""
+
+
+class NonFiniteWatch:
+    """The first step of a run whose training loss (or gradient norm) was not finite, warned about once.
+
+    Recording costs no kernel and no host sync on the hot path: ``note`` keeps a reference to the
+    step's (detached, 0-d) tensor; the tensors are checked together, with one read, only where the
+    loop syncs anyway (the log state, a save, the end of training). Every :data:`FOLD` steps without
+    a log they are folded on the device into the smallest bad step so far (a few kernels, still no
+    sync), so memory stays bounded. A value the loop already checked on the host is given to ``seen``.
+    """
+
+    FOLD = 1024
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        self._folded: dict[str, torch.Tensor] = {}
+        self._first: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    def note(self, kind: str, value: torch.Tensor, step: int) -> None:
+        """Remember ``value`` of ``step`` (no kernel, no sync)."""
+        if kind in self._first:
+            return
+        values = self._values.setdefault(kind, [])
+        values.append((step, value.detach() if value.requires_grad else value))
+        if len(values) >= self.FOLD:
+            self._fold(kind)
+
+    def _fold(self, kind: str) -> None:
+        """Reduce the remembered values to the smallest bad step on their device (``-1`` ... none)."""
+        values = self._values.pop(kind, [])
+        if not values:
+            return
+        bad = torch.isfinite(torch.stack([v for _, v in values]).reshape(len(values), -1)).logical_not_().any(1)
+        steps = torch.tensor([s for s, _ in values], dtype=torch.long).to(bad.device, non_blocking=True)
+        first = torch.where(bad, steps, torch.iinfo(torch.long).max).min()
+        previous = self._folded.get(kind)
+        self._folded[kind] = first if previous is None else torch.minimum(previous, first)
+
+    def seen(self, kind: str, step: int) -> None:
+        """Record a non-finite value the caller already found on the host."""
+        self._first.setdefault(kind, step)
+
+    def report(self, run: Any) -> None:
+        """Warn once per kind about the first non-finite value so far (one read per pending kind)."""
+        for kind in list(self._values):
+            self._fold(kind)
+        never = torch.iinfo(torch.long).max
+        for kind, first in list(self._folded.items()):
+            step = int(first.item())
+            if step != never:
+                self._first.setdefault(kind, step)
+            del self._folded[kind]
+        for kind, step in self._first.items():
+            if kind in self._warned:
+                continue
+            self._warned.add(kind)
+            name = "training loss" if kind == "loss" else "gradient norm"
+            warnings.warn(
+                f"the {name} was NaN or infinite at step {step} (global_step {step}); with nan_inf_policy="
+                f"{getattr(run.args, 'nan_inf_policy', 'filter')!r} the weights may no longer be finite, and "
+                "checkpoints with non-finite weights are not saved. Use nan_inf_policy='skip' or 'stop' to keep "
+                "such updates out of the weights (see docs/checkpoints.md, 'What can go wrong')",
+                NonFiniteWarning,
+                stacklevel=2,
+            )

@@ -62,8 +62,11 @@ class AccumulateState(State):
         if run.args.nan_inf_policy == "filter":
             if run.args.logging_nan_inf_filter and not torch.isfinite(step_loss):
                 # HF: a non-finite step loss counts as the mean of the losses since the last log.
+                run.nonfinite.seen("loss", run.state.global_step + 1)  # HF's check synced already
                 tr_loss += tr_loss / (1 + run.state.global_step - engine.globalstep_last_logged)
             else:
+                if not run.args.logging_nan_inf_filter:
+                    run.nonfinite.note("loss", step_loss, run.state.global_step + 1)  # read at the next log
                 _add_loss(tr_loss, step_loss)
         else:
             self._guard(run, tr_loss, step_loss, done, closes_window)
@@ -96,6 +99,7 @@ class AccumulateState(State):
                     "drop such updates or 'stop' to end with a checkpoint"
                 )
             guard.mark(f"{step_loss.item()} at {where}")
+            run.nonfinite.seen("loss", state.global_step + 1)
         if not closes:
             return
         start, first_bad = guard.close()

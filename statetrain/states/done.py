@@ -26,6 +26,7 @@ class DoneState(State):
         assert tr_loss is not None
         engine.total_loss_scalar += trainer._mean_across_processes(tr_loss).item()
         tr_loss.zero_()
+        run.nonfinite.report(run)
         steps = state.global_step - run.initial_global_step
         # the loss sums travel with checkpoints, so this is the mean over the whole run, resumed or not
         train_loss = engine.total_loss_scalar / max(state.global_step, 0.001)

@@ -35,4 +35,5 @@ class LogState(State):
         engine.total_loss_scalar += scalar
         engine.globalstep_last_logged = state.global_step
         trainer.store_flos(run)
+        run.nonfinite.report(run)  # after the sync above: reading its flags waits for nothing more
         trainer.log(logs, run.start_time)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from statetrain.distributed.processes import agree_on_preemption
 from statetrain.events.event import Event
@@ -44,6 +47,10 @@ class OptimizeState(State):
         elif will_log(run, state.global_step + 1):
             grad_norm = trainer._clip_grad_norm(model, float("inf"))
         run.grad_norm = grad_norm
+        if isinstance(grad_norm, torch.Tensor):
+            run.nonfinite.note("grad_norm", grad_norm, state.global_step + 1)  # no sync: read when logging
+        elif grad_norm is not None and not math.isfinite(grad_norm):
+            run.nonfinite.seen("grad_norm", state.global_step + 1)
         run.fire(Event.ON_PRE_OPTIMIZER_STEP)
         run.step_optimizer.step()
         run.fire(Event.ON_OPTIMIZER_STEP)

@@ -21,6 +21,8 @@ class SaveState(State):
 
     def run(self, run: Run) -> None:
         run.engine.current_state = self.name
-        run.trainer._save_checkpoint(run)
+        if run.trainer._save_checkpoint(run) is None:  # refused (non-finite weights): nothing to announce
+            run.control.should_save = False
+            return
         run.last_saved_step = run.state.global_step
         run.fire(Event.ON_SAVE)

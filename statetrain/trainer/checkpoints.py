@@ -12,6 +12,7 @@ JSON, never pickle). This module decides the content, in HF's layout where HF ha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from pathlib import Path
@@ -20,17 +21,33 @@ from typing import TYPE_CHECKING, Any
 import safetensors.torch
 from torch import nn
 
+from statetrain.checkpoint.contents import (
+    ARGS_NAME,
+    MODEL_NAME,
+    check_state_files,
+    optimizer_mismatch,
+    required_files,
+    resolve_best_checkpoint,
+    weights_are_finite,
+)
 from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
 from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
 from statetrain.checkpoint.model_files import processor_to_save, save_model_files
 from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
-from statetrain.checkpoint.resume_geometry import geometry_changes, rescale_position, review_changes
+from statetrain.checkpoint.resume_geometry import (
+    epochs_for_budget,
+    geometry_changes,
+    rescale_position,
+    review_changes,
+    steps_for_epochs,
+)
 from statetrain.checkpoint.rng import load_rng_state
 from statetrain.checkpoint.store import (
     MANIFEST_NAME,
     PREFIX,
     CheckpointError,
+    CheckpointWarning,
     latest_good_checkpoint,
     read_manifest_metadata,
     verify_checkpoint,
@@ -38,14 +55,15 @@ from statetrain.checkpoint.store import (
 from statetrain.checkpoint.tensor_tree import load_tree, save_tree, tensor_identity
 from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, EngineState, TrainerState
 from statetrain.data.batches import length_or_none
+from statetrain.distributed.processes import agree_everywhere
 
 if TYPE_CHECKING:
     from statetrain.context.run import Run, TrainingPlan
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "model.safetensors"
-ARGS_NAME = "training_args.json"
+__all__ = ["ARGS_NAME", "MODEL_NAME", "CheckpointMixin", "ResumeError", "load_model_weights", "save_model_files"]
+
 CHECKPOINTABLE_PREFIX = "extra-"
 """File stem prefix of the objects custom states register (``extra-<name>.json/.safetensors``)."""
 
@@ -145,9 +163,24 @@ class CheckpointMixin:
             "save_only_model": bool(self.args.save_only_model),
         }
 
-    def _save_checkpoint(self, run: Run) -> Path:
-        """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest)."""
+    def _save_checkpoint(self, run: Run) -> Path | None:
+        """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest).
+
+        Weights that are not all finite are never written: the save is refused with a
+        :class:`CheckpointWarning` and returns ``None``, so the earlier (finite) checkpoints stay,
+        rotation included (it runs only after a commit).
+        """
         args, state = self.args, self.state
+        run.nonfinite.report(run)
+        if not agree_everywhere(args, weights_are_finite(run.model)):
+            warnings.warn(
+                f"not saving checkpoint-{state.global_step}: the model's weights are not finite (NaN or "
+                "infinite), so it could not continue training; the earlier checkpoints are kept. See "
+                "nan_inf_policy in docs/checkpoints.md",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+            return None
         self.store_flos(run)
         output_dir = Path(args.output_dir)
         name = f"{PREFIX}-{state.global_step}"
@@ -186,13 +219,14 @@ class CheckpointMixin:
 
         protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
         # written once; with several processes every rank waits until the checkpoint is committed
-        return commit_checkpoint(args, output_dir, name, write_files, self._checkpoint_metadata(run), protected)
+        metadata = self._checkpoint_metadata(run)
+        return commit_checkpoint(args, output_dir, name, write_files, metadata, protected, required_files)
 
     # --- resuming -----------------------------------------------------------------------------
     def _resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
         """``True`` → the newest good checkpoint in ``output_dir``; a path → that one, verified."""
         if resume_from_checkpoint is True:
-            found = latest_good_checkpoint(Path(self.args.output_dir))
+            found = latest_good_checkpoint(Path(self.args.output_dir), required_files, check_state_files)
             if found is None:
                 raise ResumeError(
                     f"No valid checkpoint found in output directory ({self.args.output_dir}): no checkpoint-<step> "
@@ -203,7 +237,8 @@ class CheckpointMixin:
         if not path.is_dir():
             raise ResumeError(f"Can't find a valid checkpoint at {path}: resume_from_checkpoint is not a folder")
         try:
-            verify_checkpoint(path)
+            verify_checkpoint(path, required=required_files)
+            check_state_files(path)
         except CheckpointError as exc:  # HF's wording first, so scripts matching it keep working
             raise CheckpointError(f"Can't find a valid checkpoint at {path}: {exc}") from exc
         return path
@@ -268,10 +303,27 @@ class CheckpointMixin:
             state.best_model_checkpoint = None
         return state, engine
 
+    def _resumed_plan(self, path: Path, plan: TrainingPlan, engine: EngineState) -> TrainingPlan:
+        """The plan of a resume whose geometry changed: the budget asked for, from the resumed position.
+
+        An explicit ``max_steps`` gets enough epochs to be reached; without one, the step count is
+        set so that the planned epochs' worth of samples is trained (see ``resume_geometry``).
+        """
+        if not geometry_changes(read_manifest_metadata(path), self._checkpoint_metadata()):
+            return plan
+        position = (self.state.global_step, engine.epoch_index, engine.batches_in_epoch, engine.epoch_ended)
+        if self.args.max_steps > 0:
+            return dataclasses.replace(plan, num_train_epochs=epochs_for_budget(plan, *position))
+        return dataclasses.replace(plan, max_steps=steps_for_epochs(plan, *position))
+
     def _load_optimizer_and_schedule(self, path: Path, run: Run) -> None:
         raw_optimizer = getattr(run.optimizer, "optimizer", run.optimizer)
+        saved = load_tree(path, "optimizer", map_location=self.args.device)
+        mismatch = optimizer_mismatch(path, saved, raw_optimizer, self.args)
+        if mismatch is not None:
+            raise ResumeError(mismatch)
         # under FSDP the full state is loaded into this process's shard
-        load_optimizer_state(run.model, raw_optimizer, load_tree(path, "optimizer", map_location=self.args.device))
+        load_optimizer_state(run.model, raw_optimizer, saved)
         run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
         if self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(load_tree(path, "scaler"))
@@ -298,5 +350,6 @@ class CheckpointMixin:
         if best is None:
             return
         if self.args.load_best_model_at_end:
-            logger.info("loading the best model from %s (score %s)", best, self.state.best_metric)
-            load_model_weights(self.accelerator.unwrap_model(self.model), Path(best))
+            folder = resolve_best_checkpoint(Path(self.args.output_dir), best)
+            logger.info("loading the best model from %s (score %s)", folder, self.state.best_metric)
+            load_model_weights(self.accelerator.unwrap_model(self.model), folder)

@@ -23,6 +23,7 @@ from statetrain.args.training_args import TrainingArguments
 from statetrain.callbacks.flow import DefaultFlowCallback
 from statetrain.callbacks.progress import PrinterCallback, ProgressCallback
 from statetrain.callbacks.reporting import reporting_callbacks
+from statetrain.checkpoint.processes import hold_output_dir
 from statetrain.checkpoint.rng import restore_rng_state
 from statetrain.context.memory import MemoryTracker
 from statetrain.context.metrics import TrainOutput, speed_metrics
@@ -30,9 +31,11 @@ from statetrain.context.preemption import TrainingPreempted, preemption_handlers
 from statetrain.context.run import Run, TrainingPlan
 from statetrain.context.state import EngineState, TrainerControl, TrainerState
 from statetrain.data.batches import (
+    default_data_collator,
     set_seed,
 )
 from statetrain.data.padding import default_collator_for
+from statetrain.data.row_checks import check_train_rows
 from statetrain.distributed.plugins import configure_ddp
 from statetrain.distributed.processes import agree_on_checkpoint
 from statetrain.engine.default_machine import default_machine
@@ -293,8 +296,17 @@ class Trainer(
         trial: Any = None,
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
-        """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names."""
+        """Run the machine from ``init`` to ``done``; returns ``TrainOutput`` with HF's metric names.
+
+        The run holds an exclusive lock on ``output_dir`` throughout (one run per folder).
+        """
         self._hp_search_setup(trial)  # first: a trial may change the seed, as in HF
+        with hold_output_dir(self.args):
+            return self._train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _train(
+        self, resume_from_checkpoint: str | bool | None, trial: Any, ignore_keys_for_eval: list[str] | None
+    ) -> TrainOutput:
         args = self.args
         self._begin_train_call()
         checkpoint = None
@@ -330,6 +342,7 @@ class Trainer(
             engine = EngineState()
             if checkpoint is not None:
                 self.state, engine = self._load_checkpoint_state(checkpoint, plan)
+                plan = self._resumed_plan(checkpoint, plan, engine)
             self.state.max_steps = plan.max_steps  # a larger budget extends the run
             self.state.num_train_epochs = plan.num_train_epochs
             self.state.is_local_process_zero = self.is_local_process_zero()
@@ -393,6 +406,7 @@ class Trainer(
             raise ValueError(
                 f"Trainer: training requires a train_dataset (the machine's states {readers} read training data)."
             )
+        check_train_rows(self.train_dataset, self.model, self.label_names, self.data_collator is default_data_collator)
         return self.get_train_dataloader()
 
     def _prepare_run(self, run: Run, train_dataloader: Any) -> None:

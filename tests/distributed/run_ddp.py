@@ -159,7 +159,7 @@ def build_trainer(config: dict[str, Any], batch: int, callbacks: list[Any] | Non
         logging_steps=1,
         disable_tqdm=True,
         report_to="none",
-        ddp_timeout=120,
+        ddp_timeout=1800,  # a busy machine may stall a rank for minutes; test hangs are caught by progress
         use_cpu=config["use_cpu"],
     )
     return Trainer(
@@ -198,9 +198,9 @@ def run_one(config: dict[str, Any]) -> bool:
 
         original = checkpoint_store.verify_checkpoint
 
-        def counting(path: Path) -> dict[str, Any]:
+        def counting(path: Path, **options: Any) -> dict[str, Any]:
             verified.append(Path(path).name)
-            return original(path)
+            return original(path, **options)
 
         checkpoint_store.verify_checkpoint = counting  # type: ignore[assignment]
         checkpointing.verify_checkpoint = counting  # type: ignore[attr-defined]

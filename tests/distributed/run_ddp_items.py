@@ -93,7 +93,7 @@ def build_trainer(config: dict[str, Any], batch: int) -> Trainer:
         logging_steps=1,
         disable_tqdm=True,
         report_to="none",
-        ddp_timeout=120,
+        ddp_timeout=1800,  # a busy machine may stall a rank for minutes; test hangs are caught by progress
         average_tokens_across_devices=config["average"],
         use_cpu=config["use_cpu"],
     )

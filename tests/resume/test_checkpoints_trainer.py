@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from statetrain import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from statetrain.checkpoint.output_lock import LOCK_NAME
 from statetrain.checkpoint.store import (
     MANIFEST_NAME,
     CheckpointError,
@@ -37,6 +38,7 @@ from statetrain.checkpoint.store import (
     CheckpointWriteError,
     latest_good_checkpoint,
     list_checkpoints,
+    manifest_digest,
     verify_checkpoint,
 )
 from statetrain.context.preemption import PREEMPTION_EXIT_CODE
@@ -94,6 +96,7 @@ def rewrite_manifest_entry(checkpoint: Path, name: str) -> None:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     data = (checkpoint / name).read_bytes()
     manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # and reseals it
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
 
 
@@ -151,7 +154,8 @@ def test_layout_is_complete_and_pickle_free(base_run: tuple[Path, Any]) -> None:
 
     out, _ = base_run
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    # and the run's lock file, which stays (the lock itself ends with the process)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "checkpoint-2", "checkpoint-4", "checkpoint-6"]
     for checkpoint in list_checkpoints(out):
         names = {p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()}
         assert names == CHECKPOINT_FILES, checkpoint
@@ -508,7 +512,7 @@ class ListOnSave(TrainerCallback):
         self.seen: list[tuple[int, str | None, list[str]]] = []
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        names = sorted(p.name for p in Path(args.output_dir).iterdir())
+        names = sorted(p.name for p in Path(args.output_dir).iterdir() if p.name != LOCK_NAME)
         self.seen.append((state.global_step, state.best_model_checkpoint, names))
 
 
@@ -620,7 +624,9 @@ def test_file_size_limit_during_a_save_stops_training_and_resume_is_exact(
     assert str(out / "checkpoint-4") in result["message"], result["message"]
     assert "File too large" in result["message"] or result["errno"] == errno.EFBIG, result["message"]
     assert result["global_step"] == 4
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2"], "a temporary folder was left behind"
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == ["checkpoint-2"], (
+        "a temporary folder was left"
+    )
     verify_checkpoint(out / "checkpoint-2")
 
     trainer = build_trainer({**BASE, "out": str(out)})
@@ -649,7 +655,7 @@ def test_disk_full_during_a_save_stops_training_and_resume_is_exact(
     assert error.errno == errno.ENOSPC
     assert error.target == tmp_path / "checkpoint-4"
     assert str(tmp_path / "checkpoint-4") in str(error) and os.strerror(errno.ENOSPC) in str(error)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME) == ["checkpoint-2"]
     verify_checkpoint(tmp_path / "checkpoint-2")
 
     monkeypatch.setattr(checkpointing, "save_tree", original)
@@ -669,7 +675,7 @@ def test_sigkill_during_a_save_then_resume(base_run: tuple[Path, Any], children:
     out = root / "killed"
     assert results["exit_status"] == -signal.SIGKILL, results["stderr"]
     assert "killed" not in results, "the killed run got to write a result"
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
     assert len(names) == 2 and names[0].startswith(".tmp-checkpoint-4-") and names[1] == "checkpoint-2", names
     assert {p.name for p in (out / names[0]).iterdir()} >= {"model.safetensors", "optimizer.safetensors"}
     with warnings.catch_warnings():
@@ -680,7 +686,8 @@ def test_sigkill_during_a_save_then_resume(base_run: tuple[Path, Any], children:
     trainer.train(resume_from_checkpoint=True)
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == list(range(1, 7))
     assert_same_parameters(final, parameters(trainer))
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    # and the run's lock file, which stays (the lock itself ends with the process)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "checkpoint-2", "checkpoint-4", "checkpoint-6"]
     for checkpoint in list_checkpoints(out):
         verify_checkpoint(checkpoint)
 
@@ -749,5 +756,5 @@ def test_second_sigint_aborts_without_a_checkpoint(tmp_path: Path) -> None:
         trainer.train()
     assert signal.getsignal(signal.SIGINT) is before
     run = tmp_path / "run"
-    assert not run.exists() or list(run.iterdir()) == []
+    assert not run.exists() or [p.name for p in run.iterdir()] == [LOCK_NAME]
     assert trainer.state.global_step == 0

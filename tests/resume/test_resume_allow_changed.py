@@ -127,10 +127,10 @@ def test_an_accepted_accumulation_change_restarts_at_the_window_boundary(tmp_pat
     with pytest.warns(ResumeGeometryWarning):
         resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
     # 8 rows = 4 micro-batches of 2; the last window boundary of 3 at or before them is 3: row 6
-    # the budget is planned for the new geometry (ceil(20 / 3) = 7 steps) and global_step continues
-    assert resumed.state.max_steps == 7 and resumed.state.global_step == 7
-    trained = (7 - 2) * 3 * 2  # rows in the 5 windows of 3 micro-batches (the loader may read ahead)
-    assert seen[:trained] == order[6 : 6 + trained]
+    # the budget is the epoch's samples: the 17 micro-batches left from row 6 take ceil(17 / 3) = 6
+    # more steps (the last window is short), so global_step continues from 2 to 8 and no row is left out
+    assert resumed.state.max_steps == 8 and resumed.state.global_step == 8
+    assert seen == order[6:]
 
 
 def test_an_accepted_dataset_length_change_continues_the_step_count(tmp_path: Path) -> None:
@@ -179,5 +179,5 @@ def test_a_shorter_dataset_than_the_position_ends_that_epoch_and_goes_on(tmp_pat
     )
     with pytest.warns(ResumeGeometryWarning, match=r"dataset_length: checkpoint 40, now 20"):
         resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-6"))
-    # the new plan has 2 x 5 = 10 steps; step 6 continues in epoch 1 and stops at the budget
-    assert steps.steps == [7, 8, 9, 10] and resumed.state.epoch > 1
+    # epoch 0 is over; the budget is the rest of the epochs' samples: all 5 batches of epoch 1
+    assert steps.steps == [7, 8, 9, 10, 11] and resumed.state.epoch == 2

