@@ -19,20 +19,22 @@ from statetrain.checkpoint.store import PREFIX, CheckpointError, read_json, veri
 from statetrain.context.state import ENGINE_STATE_NAME, TRAINER_STATE_NAME, ContextFileError, EngineState, TrainerState
 
 MODEL_NAME = "model.safetensors"
+ADAPTER_NAME = "adapter_model.safetensors"  # a PEFT model's checkpoint holds its adapter instead
 ARGS_NAME = "training_args.json"
 _MAX_PROCESSES = 1 << 20
 _ARGS_CAP = 16 << 20
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX}-(\d+)$")
 
 
-def required_files(metadata: dict[str, Any]) -> list[str]:
+def required_files(metadata: dict[str, Any]) -> list[str | tuple[str, ...]]:
     """The files every checkpoint with this manifest metadata holds, whatever its manifest lists.
 
-    Weights, trainer and engine state and the arguments always; optimizer, schedule and every
-    process's RNG state unless the run saved only the model. Raises :class:`CheckpointError` for a
-    process count that is not a positive integer.
+    Weights (a PEFT model's adapter instead), trainer and engine state always; optimizer, schedule
+    and every process's RNG state unless the run saved only the model. ``training_args.json`` is a
+    record, never read to resume (an imported transformers checkpoint has none). Raises
+    :class:`CheckpointError` for a process count that is not a positive integer.
     """
-    names = [MODEL_NAME, TRAINER_STATE_NAME, ENGINE_STATE_NAME, ARGS_NAME]
+    names: list[str | tuple[str, ...]] = [(MODEL_NAME, ADAPTER_NAME), TRAINER_STATE_NAME, ENGINE_STATE_NAME]
     if metadata.get("save_only_model"):
         return names
     world_size = metadata.get("world_size", 1)

@@ -121,8 +121,8 @@ class CheckpointWarning(UserWarning):
 # --- write -----------------------------------------------------------------------------------------
 
 
-Required = Callable[[dict[str, Any]], Iterable[str]]
-"""The files a checkpoint must hold, from its metadata (the format's rule, beyond what the manifest lists)."""
+Required = Callable[[dict[str, Any]], Iterable[str | tuple[str, ...]]]
+"""The files a checkpoint must hold, from its metadata; a tuple names alternatives (one must be there)."""
 
 
 def write_checkpoint(
@@ -489,7 +489,11 @@ def _check_required(
     """Refuse a checkpoint that lacks a file the caller's format requires (whatever its manifest lists)."""
     if required is None:
         return
-    missing = sorted(set(required(metadata)) - set(files))
+    missing = []
+    for entry in required(metadata):
+        alternatives = (entry,) if isinstance(entry, str) else tuple(entry)
+        if not any(name in files for name in alternatives):
+            missing.append(" or ".join(alternatives))
     if not missing:
         return
     what = f"lacks {', '.join(missing)}, which every checkpoint of this format holds"

@@ -19,6 +19,7 @@ import transformers
 from safetensors.torch import load_file
 
 import statetrain
+from statetrain.checkpoint.output_lock import LOCK_NAME
 from tests.checkpoint.gpt2_runs import assert_logs_close, lm_args, lm_rows, step_logs, tiny_gpt2
 from tests.helpers import StopAfter
 
@@ -75,7 +76,7 @@ def as_statetrain_names(names: set[str]) -> set[str]:
 
 def test_checkpoints_and_save_model_hold_the_adapter_as_hf_does(runs: tuple[Path, Any, Path, Any]) -> None:
     hf_out, _, st_out, _ = runs
-    assert sorted(os.listdir(st_out)) == sorted(os.listdir(hf_out))
+    assert sorted(n for n in os.listdir(st_out) if n != LOCK_NAME) == sorted(os.listdir(hf_out))  # + the run lock
     for folder in ("checkpoint-3", "checkpoint-8", "final"):
         hf_names, ours = set(os.listdir(hf_out / folder)), set(os.listdir(st_out / folder))
         extra = {"engine_state.json", "statetrain_manifest.json"} if folder != "final" else set()
