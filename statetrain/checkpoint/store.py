@@ -81,7 +81,9 @@ from statetrain.checkpoint.files import (
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2 adds ``manifest_sha256``; version-1 manifests (statetrain before it) are still read, without it."""
+READABLE_VERSIONS = (1, 2)
 MANIFEST_CAP = 16 << 20
 """The largest manifest read (bytes): about 100,000 file entries; anything larger is refused unread."""
 MAX_INT_DIGITS = 20
@@ -437,9 +439,9 @@ def _check_manifest(manifest_path: Path, manifest: Any) -> dict[str, tuple[int, 
             f"{manifest_path} has format_version {version}: written by a newer statetrain "
             f"(this one reads format_version {FORMAT_VERSION}); upgrade statetrain to load it"
         )
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{manifest_path} has unknown format_version {version} (this statetrain reads {FORMAT_VERSION})"
+            f"{manifest_path} has unknown format_version {version} (this statetrain reads {list(READABLE_VERSIONS)})"
         )
     if not isinstance(manifest.get("metadata"), dict):
         raise malformed("'metadata' must be an object")
@@ -456,6 +458,8 @@ def _check_manifest(manifest_path: Path, manifest: Any) -> dict[str, tuple[int, 
         if type(size) is not int or size < 0 or not isinstance(sha, str) or not _SHA256_RE.match(sha):
             raise malformed(f"entry for {rel!r} needs an integer 'size' >= 0 and a hex 'sha256', got {entry!r}")
         expected[rel] = (size, sha)
+    if version == 1:
+        return expected  # written before manifests checksummed themselves
     recorded = manifest.get("manifest_sha256")
     if not isinstance(recorded, str) or not _SHA256_RE.match(recorded):
         raise malformed("'manifest_sha256' (the manifest's checksum of its own content) is missing or not a sha256")

@@ -508,6 +508,20 @@ def test_unknown_format_version_is_refused(tmp_path: Path, version: object, expe
         verify_checkpoint(path)
 
 
+def test_a_version_1_manifest_still_verifies_and_a_version_2_one_needs_its_own_checksum(tmp_path: Path) -> None:
+    """Checkpoints written before manifests checksummed themselves stay readable; newer ones may not drop it."""
+    path = save(tmp_path, 3)
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    assert manifest["format_version"] == 2 and "manifest_sha256" in manifest
+    del manifest["manifest_sha256"]
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="'manifest_sha256'.* is missing"):
+        verify_checkpoint(path)
+    manifest["format_version"] = 1
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert verify_checkpoint(path)["metadata"] == {"global_step": 3}
+
+
 @pytest.mark.parametrize(
     "broken",
     [[1, 2], {"format_version": 1, "metadata": {}, "files": []}, {"format_version": 1, "files": {}}],
