@@ -515,7 +515,7 @@ def test_a_version_1_manifest_still_verifies_and_a_version_2_one_needs_its_own_c
     assert manifest["format_version"] == 2 and "manifest_sha256" in manifest
     del manifest["manifest_sha256"]
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="'manifest_sha256'.* is missing"):
+    with pytest.raises(CheckpointError, match=r"'manifest_sha256'.* is missing"):
         verify_checkpoint(path)
     manifest["format_version"] = 1
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
