@@ -67,6 +67,9 @@ class Run:
         self.scaler_in_use = False
         self.steps_may_be_skipped = False  # the optimizer may report a skipped step (grad scaler, DeepSpeed)
         self.defer_gradient_sync = False  # no_sync before a window's last micro-batch (DDP/FSDP, not DeepSpeed)
+        self.zero_grad: Any = None  # clears the gradients after an update (fast_path.GradClearer or zero_grad)
+        self.schedule_per_step = True  # the schedule steps after every update (not a plateau schedule)
+        self.plain_loader = False  # the training loader's per-batch wrapper work is a no-op (fast_path)
         # data position within the epoch
         self.epoch_iterator: Any = None
         self.update_step = 0
@@ -98,6 +101,8 @@ class Run:
         self.last_saved_step = -1
         # objects with state_dict()/load_state_dict() that custom states want in every checkpoint
         self.checkpointables: dict[str, Any] = {}
+        self.machine_model: Any = None
+        """The object the ``transitions.Machine`` drives: its ``state`` is the state the driver runs."""
         self.dataset_length = length_or_none(trainer.train_dataset)
         """Length of the dataset this ``train()`` call started with (what a resume must match)."""
 
@@ -133,7 +138,12 @@ class Run:
         self.trainer.control = value
 
     def fire(self, event: Event, **payload: Any) -> dict[str, Any]:
-        """Fire ``event`` with the HF trio and references; returns the (possibly replaced) payload."""
+        """Fire ``event`` with the HF trio and references; returns the (possibly replaced) payload.
+
+        An event nobody listens to, and that clears no flag, costs one set lookup.
+        """
+        if event not in self.bus.active:
+            return payload
         trainer = self.trainer
         trainer.control = self.bus.fire(event, self.args, self.state, trainer.control, self.refs, payload)
         return payload

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -89,8 +90,12 @@ class RemoveColumnsCollator:
 
     def __call__(self, features: list[Any]) -> Any:
         columns = self.columns
-        if self._reported and all(isinstance(f, Mapping) and f.keys() <= columns for f in features):
-            return self.data_collator(features)  # nothing to drop: skip rebuilding every row
+        # nothing to drop: skip rebuilding every row (plain dicts are checked in one C-level pass)
+        if self._reported and (
+            (set(map(type, features)) == {dict} and columns.issuperset(chain.from_iterable(features)))
+            or all(isinstance(f, Mapping) and f.keys() <= columns for f in features)
+        ):
+            return self.data_collator(features)
         return self.data_collator([self._strip(f) for f in features])
 
 

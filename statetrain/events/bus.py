@@ -117,6 +117,8 @@ class EventBus:
         self._objects: list[tuple[Any, int, int]] = []  # (callback, priority, seq)
         self._functions: list[Handler] = []
         self._table: dict[Event, tuple[Handler, ...]] = {}
+        self.active: frozenset[Event] = frozenset(FLAGS_CLEARED_BEFORE)
+        """Events a fire does anything for (a handler, or HF flags to clear); others may be skipped whole."""
         self._seq = 0
 
     # --- registration -------------------------------------------------------------------------
@@ -235,7 +237,8 @@ class EventBus:
         cleared = FLAGS_CLEARED_BEFORE.get(event)
         if cleared is not None:
             for flag in cleared:
-                setattr(control, flag, False)
+                if getattr(control, flag):  # reading is cheap; a pydantic assignment is not
+                    setattr(control, flag, False)
         handlers = self._table.get(event)
         if handlers is None:
             return control
@@ -293,6 +296,7 @@ class EventBus:
         for entry in sorted(entries, key=lambda h: (-h.priority, h.seq)):
             table.setdefault(entry.event, []).append(entry)
         self._table = {event: tuple(items) for event, items in table.items()}
+        self.active = frozenset(self._table) | frozenset(FLAGS_CLEARED_BEFORE)
 
     def describe(self) -> dict[str, list[str]]:
         """The dispatch table by event name, for debugging and docs."""

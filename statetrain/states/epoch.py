@@ -8,6 +8,7 @@ from accelerate import skip_first_batches
 
 from statetrain.checkpoint.dataset_position import attach_dataset_position, begin_pass, restored_position
 from statetrain.checkpoint.rng import restore_rng_state
+from statetrain.data.shard_bypass import iterate_shard
 from statetrain.events.event import Event
 from statetrain.states.base import State
 
@@ -60,6 +61,11 @@ class EpochState(State):
             run.pending_rng = None
         run.resuming = False
         begin_pass(run, skip if restored else 0, loader)
-        run.epoch_iterator = iter(()) if restored and restored.exhausted else iter(loader)
+        if restored and restored.exhausted:
+            run.epoch_iterator = iter(())
+        elif run.plain_loader and loader is run.train_dataloader:
+            run.epoch_iterator = iterate_shard(loader)  # the same batches, without per-batch no-ops
+        else:
+            run.epoch_iterator = iter(loader)
         run.update_step = engine.batches_in_epoch // run.plan.gradient_accumulation_steps
         run.epoch_had_batches = engine.batches_in_epoch > 0

@@ -55,10 +55,9 @@ class OptimizeState(State):
         run.step_optimizer.step()
         run.fire(Event.ON_OPTIMIZER_STEP)
         run.learning_rate = trainer._get_learning_rate()
-        skipped = run.steps_may_be_skipped and run.optimizer.step_was_skipped
-        if not skipped and not trainer._scheduler_steps_on_metrics:
+        if run.schedule_per_step and not (run.steps_may_be_skipped and run.optimizer.step_was_skipped):
             run.lr_scheduler.step()
-        model.zero_grad()
+        run.zero_grad(model)
         state.global_step += 1
         state.epoch = engine.epoch_index + engine.batches_in_epoch / run.plan.steps_in_epoch
         run.update_step += 1

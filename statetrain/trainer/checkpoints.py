@@ -191,6 +191,8 @@ class CheckpointMixin:
         self._snapshot_stateful_callbacks()
         tr_loss = run.tr_loss
         run.engine.tr_loss = float(tr_loss.item()) if tr_loss is not None else 0.0
+        if getattr(run, "machine_model", None) is not None:  # the state the machine is in is the one that saves
+            run.engine.current_state = run.machine_model.state
         engine_json = run.engine.to_json_string()
         model = self.accelerator.unwrap_model(run.model)
         rng_states = None if args.save_only_model else gather_rng_states(args)  # every rank's, to one writer

@@ -36,6 +36,7 @@ from statetrain.data.batches import (
 )
 from statetrain.data.padding import default_collator_for
 from statetrain.data.row_checks import check_train_rows
+from statetrain.data.shard_bypass import shard_is_plain
 from statetrain.distributed.plugins import configure_ddp
 from statetrain.distributed.processes import agree_on_checkpoint
 from statetrain.engine.default_machine import default_machine
@@ -45,6 +46,7 @@ from statetrain.engine.machine import MachineSpec
 from statetrain.engine.plan import plan_training
 from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
+from statetrain.optim.grad_clearing import GradClearer
 from statetrain.optim.loss import (
     LabelSmoother,
     NanInfGuard,
@@ -68,9 +70,13 @@ from statetrain.trainer.model_options import (
 )
 from statetrain.trainer.optimization import OptimizationMixin
 from statetrain.trainer.training_data import TrainingDataMixin
-from statetrain.trainer.training_step import TrainingStepMixin
+from statetrain.trainer.training_step import FlopsSource, TrainingStepMixin
 
 logger = logging.getLogger(__name__)
+
+
+def _model_zero_grad(model: nn.Module) -> None:
+    model.zero_grad()
 
 
 class Trainer(
@@ -131,7 +137,7 @@ class Trainer(
         self._initial_num_input_tokens_seen = 0
         self._tokens_seen_run: Run | None = None
         self._token_count_warnings: set[str] = set()
-        self._flos_parameters: tuple[nn.Module, int] | None = None
+        self._flos_parameters: FlopsSource | None = None
 
         self._check_evaluation_setup()
         self._set_up_optimizers(optimizers, optimizer_cls_and_kwargs)
@@ -156,6 +162,7 @@ class Trainer(
         if args.push_to_hub:
             self.init_hf_repo()  # an unreachable Hub fails here, before any training (HF)
             self._warn_no_checkpoint_pushes()
+        self.fast_path = True  # False: full transitions triggers and accelerate's wrappers (same run)
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
         self._memory_tracker.stop("init")
 
@@ -367,7 +374,7 @@ class Trainer(
                 restore_rng_state(run.pending_rng)  # no epoch state will: restore before the first state
                 run.pending_rng = None
             with preemption_handlers(run.preemption):
-                drive(self.machine, run)
+                self._drive(run)
             return run
 
         try:
@@ -384,6 +391,10 @@ class Trainer(
     def _begin_train_call(self) -> None:
         self._memory_tracker.start("train")
         self.bus.refresh()  # handlers assigned on a callback instance since it was added
+
+    def _drive(self, run: Run) -> None:
+        """Run the machine on ``run`` (compiled exits on the fast path, full triggers otherwise)."""
+        drive(self.machine, run, compiled=self.fast_path)
 
     @property
     def run_context(self) -> Run | None:
@@ -426,6 +437,12 @@ class Trainer(
         run.model = model
         run.optimizer = optimizer
         run.train_dataloader = train_dataloader
+        run.zero_grad = GradClearer(model) if self.fast_path else _model_zero_grad
+        run.plain_loader = (
+            self.fast_path
+            and train_dataloader is not None
+            and shard_is_plain(train_dataloader, self._device, self.accelerator.num_processes)
+        )
         run.scaler_in_use = self.accelerator.scaler is not None
         # DeepSpeed steps inside backward and may skip an overflowing step itself (fp16)
         run.steps_may_be_skipped = run.scaler_in_use or self.is_deepspeed_enabled
@@ -433,7 +450,8 @@ class Trainer(
         # accelerate's optimizer wrapper only adds work (an importlib lookup per step) unless it
         # has a grad scaler or XLA to serve; step the wrapped optimizer directly otherwise.
         direct = (
-            isinstance(optimizer, AcceleratedOptimizer)
+            self.fast_path
+            and isinstance(optimizer, AcceleratedOptimizer)
             and not run.scaler_in_use
             and self.accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED)
         )
@@ -441,6 +459,7 @@ class Trainer(
         # The schedule binds to the object that is stepped, so torch sees its steps in order.
         self.create_scheduler(run.plan.max_steps, optimizer=run.step_optimizer)
         run.lr_scheduler = self.lr_scheduler
+        run.schedule_per_step = not self._scheduler_steps_on_metrics
         raw = getattr(optimizer, "optimizer", optimizer)
         self._optimizer_train_mode = callable(getattr(raw, "train", None))
         # HF calls model.train() before every micro-batch; when no module overrides train(), checking

@@ -50,7 +50,7 @@ class TrainingStepMixin:
         _deepspeed_input_dtype: torch.dtype | None
         _plain_train_modules: list[nn.Module] | None
         _window_weights: WindowWeights | None
-        _flos_parameters: tuple[nn.Module, int] | None
+        _flos_parameters: FlopsSource | None
 
         def _fire(self, event: Event, **payload: Any) -> dict[str, Any]: ...
         def _get_signature_columns(self) -> list[str]: ...
@@ -206,6 +206,8 @@ class TrainingStepMixin:
         accelerator.backward = backward  # type: ignore[method-assign]
 
     def _prepare_input(self, data: Any) -> Any:
+        if type(data) is dict:  # the common batch, without the Mapping ABC check
+            return {k: self._prepare_input(v) for k, v in data.items()}
         if isinstance(data, Mapping):
             return type(data)({k: self._prepare_input(v) for k, v in data.items()})  # type: ignore[call-arg]
         if isinstance(data, (tuple, list)):
@@ -311,17 +313,15 @@ class TrainingStepMixin:
         HF recounts it (walking every module) on each micro-batch.
         """
         model = self.model
-        fn = getattr(model, "floating_point_ops", None)
-        if callable(fn):
-            return float(fn(inputs))
-        main_input = getattr(model, "main_input_name", "input_ids")
-        count_parameters = getattr(model, "num_parameters", None)
-        if not (isinstance(inputs, Mapping) and main_input in inputs and callable(count_parameters)):
-            return 0.0
         cached = self._flos_parameters
         if cached is None or cached[0] is not model:
-            cached = self._flos_parameters = (model, int(count_parameters(exclude_embeddings=True)))
-        return float(6 * inputs[main_input].numel() * cached[1])
+            cached = self._flos_parameters = _flops_source(model)
+        own, main_input, count = cached[1:]
+        if own is not None:
+            return float(own(inputs))
+        if count is None or not (isinstance(inputs, Mapping) and main_input in inputs):
+            return 0.0
+        return float(6 * inputs[main_input].numel() * count)
 
     def store_flos(self, run: Run | None = None) -> None:
         flos = run.current_flos if run is not None else self.current_flos
@@ -332,6 +332,22 @@ class TrainingStepMixin:
         if run is not None:
             run.current_flos = 0.0
         self.current_flos = 0.0
+
+
+FlopsSource = tuple[nn.Module, Any, str, "int | None"]
+"""A model, its own ``floating_point_ops`` (or ``None``), its main input name, its parameter count."""
+
+
+def _flops_source(model: nn.Module) -> FlopsSource:
+    """What ``floating_point_ops`` needs from ``model``, looked up once (``nn.Module`` attribute misses
+    go through ``__getattr__`` and an exception each time)."""
+    own = getattr(model, "floating_point_ops", None)
+    main_input = getattr(model, "main_input_name", "input_ids")
+    if callable(own):
+        return (model, own, main_input, None)
+    count_parameters = getattr(model, "num_parameters", None)
+    count = int(count_parameters(exclude_embeddings=True)) if callable(count_parameters) else None
+    return (model, None, main_input, count)
 
 
 def _loss_from_outputs(outputs: Any, inputs: Mapping[str, Any], model_name: str) -> torch.Tensor:
