@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def default_data_collator(features: Sequence[Any]) -> dict[str, Any]:
     """Stack a list of feature dicts into tensors; ``label``/``label_ids`` become ``labels`` (HF rules)."""
-    if not isinstance(features[0], Mapping):
+    if type(features[0]) is not dict and not isinstance(features[0], Mapping):
         features = [vars(f) for f in features]
     first = features[0]
     batch: dict[str, Any] = {}

@@ -36,9 +36,7 @@ class MachineModel:
     state: str
 
 
-def drive(
-    spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bool = True, model: Any = None
-) -> None:
+def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bool = True, model: Any = None) -> None:
     """Run ``spec`` on the run context from ``start`` (default: the initial state) to the final state.
 
     ``model`` is the object the ``transitions.Machine`` drives (a fresh :class:`MachineModel` by

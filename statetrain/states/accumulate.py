@@ -60,7 +60,11 @@ class AccumulateState(State):
         tr_loss = run.tr_loss
         assert tr_loss is not None
         if run.args.nan_inf_policy == "filter":
-            if run.args.logging_nan_inf_filter and not torch.isfinite(step_loss):
+            if not run.args.logging_nan_inf_filter:
+                _add_loss(tr_loss, step_loss)
+            elif run.device.type != "cpu":  # an accelerator: no host sync to test the loss
+                add_filtered_loss(tr_loss, step_loss, 1 + run.state.global_step - engine.globalstep_last_logged)
+            elif not torch.isfinite(step_loss):
                 # HF: a non-finite step loss counts as the mean of the losses since the last log.
                 run.nonfinite.seen("loss", run.state.global_step + 1)  # HF's check synced already
                 tr_loss += tr_loss / (1 + run.state.global_step - engine.globalstep_last_logged)
@@ -136,6 +140,13 @@ class AccumulateState(State):
                 reason,
                 step,
             )
+
+
+def add_filtered_loss(tr_loss: torch.Tensor, step_loss: torch.Tensor, steps_since_log: int) -> None:
+    """HF's ``logging_nan_inf_filter`` rule without reading the loss on the host: a non-finite step
+    loss adds ``tr_loss / steps_since_log`` instead. Selected on the device, so the same sum, bit
+    for bit, as testing ``isfinite`` on the host and branching."""
+    _add_loss(tr_loss, torch.where(torch.isfinite(step_loss), step_loss, tr_loss / steps_since_log))
 
 
 def _add_loss(tr_loss: torch.Tensor, step_loss: torch.Tensor) -> None:

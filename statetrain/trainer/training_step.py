@@ -267,9 +267,9 @@ class TrainingStepMixin:
 
     def _get_num_items_in_batch(self, batches: list[Any], device: torch.device) -> Any:
         """Labels != -100 over the whole window (shifted for causal LMs), summed across processes."""
-        if not batches or not isinstance(batches[0], Mapping) or "labels" not in batches[0]:
-            return None
         if not (self.model_accepts_loss_kwargs or self.compute_loss_func is not None):
+            return None
+        if not batches or not isinstance(batches[0], Mapping) or "labels" not in batches[0]:
             return None
         try:
             counted = [
@@ -319,7 +319,7 @@ class TrainingStepMixin:
         own, main_input, count = cached[1:]
         if own is not None:
             return float(own(inputs))
-        if count is None or not (isinstance(inputs, Mapping) and main_input in inputs):
+        if count is None or not ((type(inputs) is dict or isinstance(inputs, Mapping)) and main_input in inputs):
             return 0.0
         return float(6 * inputs[main_input].numel() * count)
 

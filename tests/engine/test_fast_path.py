@@ -125,7 +125,7 @@ def test_the_transitions_model_walks_exactly_the_states_the_driver_runs(tmp_path
         trainer = RecordingTrainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(10))
         trainer.fast_path = compiled
         ran: list[str] = []
-        trainer.on(Event.ON_STATE_ENTER, lambda data: ran.append(data.state_name))
+        trainer.on(Event.ON_STATE_ENTER, lambda data, ran=ran: ran.append(data.state_name))
         trainer.train()
         assert trainer.model_states.visited == ran
         assert {"init", "epoch", "step", "accumulate", "optimize", "log", "save", "epoch_end", "done"} <= set(ran)
@@ -217,3 +217,19 @@ def test_events_nobody_hears_are_not_active_on_the_bus() -> None:
     assert Event.ON_OPTIMIZER_STEP in bus.active
     bus.off(handle)
     assert Event.ON_OPTIMIZER_STEP not in bus.active
+
+
+def test_the_sync_free_nan_filter_sums_exactly_like_the_host_branch() -> None:
+    from statetrain.states.accumulate import add_filtered_loss
+
+    for step_loss in (torch.tensor(0.7310), torch.tensor(float("nan")), torch.tensor(float("inf"))):
+        for dtype in (torch.float32, torch.bfloat16):
+            branch = torch.tensor(2.345678)
+            loss = step_loss.to(dtype)
+            if torch.isfinite(loss):
+                branch += loss
+            else:
+                branch += branch / 3
+            selected = torch.tensor(2.345678)
+            add_filtered_loss(selected, loss, 3)
+            assert torch.equal(selected, branch), (step_loss, dtype)
