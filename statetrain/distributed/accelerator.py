@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from accelerate import Accelerator
@@ -44,6 +47,29 @@ def _needs_fresh_state(mixed_precision: str, deepspeed_plugin: Any) -> bool:
     if deepspeed_plugin is not None or shared.get("deepspeed_plugins") is not None:
         return True
     return str(getattr(shared.get("mixed_precision"), "value", shared.get("mixed_precision"))) != mixed_precision
+
+
+@contextlib.contextmanager
+def lomo_check_only_when_imported() -> Iterator[None]:
+    """Keep ``Accelerator.prepare`` from importing ``lomo_optim`` only to ask whether the optimizer is
+    one of its classes.
+
+    accelerate imports it whenever it is installed, and ``lomo_optim`` imports transformers: seconds
+    on the first ``train()`` of a process and a module scan on every later one. An optimizer can
+    only be a LOMO optimizer if ``lomo_optim`` is already imported, so until then the check is
+    answered "no" without the import; accelerate's own logic is untouched otherwise.
+    """
+    import accelerate.accelerator as accelerator_module
+
+    if "lomo_optim" in sys.modules:
+        yield
+        return
+    original = accelerator_module.is_lomo_available
+    accelerator_module.is_lomo_available = lambda: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        accelerator_module.is_lomo_available = original
 
 
 def build_accelerator(args: Any) -> Accelerator:

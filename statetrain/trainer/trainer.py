@@ -37,6 +37,7 @@ from statetrain.data.batches import (
 from statetrain.data.padding import default_collator_for
 from statetrain.data.row_checks import check_train_rows
 from statetrain.data.shard_bypass import shard_is_plain
+from statetrain.distributed.accelerator import lomo_check_only_when_imported
 from statetrain.distributed.plugins import configure_ddp
 from statetrain.distributed.processes import agree_on_checkpoint
 from statetrain.engine.default_machine import default_machine
@@ -428,7 +429,8 @@ class Trainer(
         self._reclaim_optimizer()  # what a previous train() prepared
         self.create_optimizer()
         configure_ddp(self.accelerator, self.args, self.model)  # HF's ddp_* options, which depend on the model
-        model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        with lomo_check_only_when_imported():
+            model, optimizer = self.accelerator.prepare(self.model, self.optimizer)
         model = compile_model(model, self.args)  # last, on the prepared model, as accelerate does
         self.optimizer = optimizer
         self.model_wrapped = model

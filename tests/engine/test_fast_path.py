@@ -233,3 +233,23 @@ def test_the_sync_free_nan_filter_sums_exactly_like_the_host_branch() -> None:
             selected = torch.tensor(2.345678)
             add_filtered_loss(selected, loss, 3)
             assert torch.equal(selected, branch), (step_loss, dtype)
+
+
+def test_train_does_not_import_lomo_optim_or_transformers(tmp_path: Path) -> None:
+    """accelerate would import lomo_optim (and through it transformers) inside prepare() just to ask
+    whether the optimizer is a LOMO one; a fresh process shows train() no longer pays for that."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, torch
+from statetrain import Trainer, TrainingArguments
+from tests.helpers import TinyRegressor, regression_rows
+args = TrainingArguments({str(tmp_path)!r}, max_steps=2, use_cpu=True, report_to="none", save_strategy="no")
+Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(8)).train()
+print(sorted(m for m in ("lomo_optim", "transformers") if m in sys.modules))
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
