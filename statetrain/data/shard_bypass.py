@@ -53,4 +53,3 @@ def iterate_shard(loader: Any) -> Iterator[Any]:
     yield current
     loader.iteration += 1
     loader.end()
-
