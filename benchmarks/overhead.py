@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -71,6 +72,7 @@ def child(name: str, workload: str, steps: int, calls: int = 1) -> dict[str, Any
         if package in ("statetrain", "transformers"):
             result.update(startup(package, tmp))
         warm, _ = loop(samples, w, tmp)
+        gc.collect()  # the warm-up's trainer is garbage (reference cycles): free it before the timed call
         # with several timed calls the fastest counts: a burst of other work only slows some of them
         clock, params = min((loop(samples, w, tmp) for _ in range(calls)), key=lambda timed: timed[0].wall)
     result.update(
