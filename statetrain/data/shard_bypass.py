@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 
-def shard_is_plain(loader: Any, device: torch.device, num_processes: int) -> bool:
-    """Whether ``loader`` is a bare ``DataLoaderShard`` whose per-batch work is a no-op here."""
+def shard_is_plain(loader: Any, accelerator: Any) -> bool:
+    """Whether ``loader`` is a bare ``DataLoaderShard`` whose per-batch work is a no-op for ``accelerator``."""
     from accelerate.data_loader import DataLoaderShard
 
-    if type(loader) is not DataLoaderShard or num_processes != 1:
+    device = accelerator.device
+    if type(loader) is not DataLoaderShard or accelerator.num_processes != 1:
         return False
     if getattr(loader, "use_stateful_dataloader", False) or getattr(loader, "skip_batches", 0):
         return False

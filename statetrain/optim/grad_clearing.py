@@ -14,9 +14,11 @@ class GradClearer:
     """``model.zero_grad()`` for the model prepared at the start of ``train()``, from a parameter list
     taken once. Any other model (a state swapped it) gets its own ``zero_grad()``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, listed: bool = True) -> None:
+        """``listed=False`` always calls ``model.zero_grad()`` (the run without the fast path)."""
         self.model = model
         plain = type(model).zero_grad is nn.Module.zero_grad and not getattr(model, "_is_replica", False)
+        plain = plain and listed
         self.params = list(model.parameters()) if plain else None
 
     def __call__(self, model: nn.Module) -> None:

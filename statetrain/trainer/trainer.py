@@ -76,10 +76,6 @@ from statetrain.trainer.training_step import FlopsSource, TrainingStepMixin
 logger = logging.getLogger(__name__)
 
 
-def _model_zero_grad(model: nn.Module) -> None:
-    model.zero_grad()
-
-
 class Trainer(
     TrainingStepMixin,
     TrainingDataMixin,
@@ -439,18 +435,13 @@ class Trainer(
         run.model = model
         run.optimizer = optimizer
         run.train_dataloader = train_dataloader
-        run.zero_grad = GradClearer(model) if self.fast_path else _model_zero_grad
-        run.plain_loader = (
-            self.fast_path
-            and train_dataloader is not None
-            and shard_is_plain(train_dataloader, self._device, self.accelerator.num_processes)
-        )
+        run.zero_grad = GradClearer(model, listed=self.fast_path)
+        run.plain_loader = self.fast_path and shard_is_plain(train_dataloader, self.accelerator)
         run.scaler_in_use = self.accelerator.scaler is not None
         # DeepSpeed steps inside backward and may skip an overflowing step itself (fp16)
         run.steps_may_be_skipped = run.scaler_in_use or self.is_deepspeed_enabled
         run.defer_gradient_sync = self.accelerator.num_processes > 1 and not self.is_deepspeed_enabled
-        # accelerate's optimizer wrapper only adds work (an importlib lookup per step) unless it
-        # has a grad scaler or XLA to serve; step the wrapped optimizer directly otherwise.
+        # accelerate's optimizer wrapper only adds work unless it serves a grad scaler or XLA: step the inner one
         direct = (
             self.fast_path
             and isinstance(optimizer, AcceleratedOptimizer)
@@ -464,8 +455,7 @@ class Trainer(
         run.schedule_per_step = not self._scheduler_steps_on_metrics
         raw = getattr(optimizer, "optimizer", optimizer)
         self._optimizer_train_mode = callable(getattr(raw, "train", None))
-        # HF calls model.train() before every micro-batch; when no module overrides train(), checking
-        # the flags gives the same modes without re-setting every module's attribute each time.
+        # HF calls model.train() every micro-batch; with no train() override, checking the flags gives the same
         modules = list(model.modules())
         self._plain_train_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
         self.callback_refs.update(

@@ -4,6 +4,7 @@ zero_grad) changes nothing a run computes, and the ``transitions`` model stays t
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -154,7 +155,7 @@ def test_the_loader_bypass_yields_the_shards_batches_and_random_draws(tmp_path: 
             data_collator=noisy_collate,
         )
         loader = trainer.get_train_dataloader()
-        assert shard_is_plain(loader, trainer.args.device, 1)
+        assert shard_is_plain(loader, trainer.accelerator)
         seen: list[torch.Tensor] = []
         for epoch in range(2):
             loader.set_epoch(epoch)
@@ -177,15 +178,16 @@ def test_the_bypass_leaves_loaders_that_do_work_alone_and_keeps_skips(tmp_path: 
         train_dataset=regression_rows(10),
     )
     loader = trainer.get_train_dataloader()
-    assert shard_is_plain(loader, torch.device("cpu"), 1)
-    assert not shard_is_plain(loader, torch.device("cpu"), 2)  # several processes: the shard splits
+    assert shard_is_plain(loader, trainer.accelerator)
+    several = SimpleNamespace(device=torch.device("cpu"), num_processes=2)
+    assert not shard_is_plain(loader, several)  # several processes: the shard splits
     skipped = skip_first_batches(loader, 1)  # a map-style dataset skips in its batch sampler: still plain
-    if shard_is_plain(skipped, torch.device("cpu"), 1):
+    if shard_is_plain(skipped, trainer.accelerator):
         skipped.set_epoch(0)
         bypassed = [b["x"] for b in iterate_shard(skipped)]
         skipped.set_epoch(0)
         assert all(torch.equal(a, b["x"]) for a, b in zip(bypassed, skipped, strict=True))
-    assert not shard_is_plain(loader.base_dataloader, torch.device("cpu"), 1)  # not a shard at all
+    assert not shard_is_plain(loader.base_dataloader, trainer.accelerator)  # not a shard at all
 
 
 def test_the_grad_clearer_matches_zero_grad_and_respects_overrides() -> None:
