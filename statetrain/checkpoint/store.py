@@ -66,6 +66,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from statetrain.checkpoint.errors import CheckpointError, CheckpointWarning, CheckpointWriteError
 from statetrain.checkpoint.files import (
     MANIFEST_NAME,
     ensure_dir,
@@ -98,26 +99,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # without statetrain's engine_state.json is one too.
 _HF_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")
 _HF_STATE, _ENGINE_STATE = "trainer_state.json", "engine_state.json"
-
-
-class CheckpointError(ValueError):
-    """A folder is not a loadable statetrain checkpoint; the message says why and names the file."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; no temporary folder is left and earlier checkpoints are intact.
-
-    An ``OSError`` because the causes are overwhelmingly I/O (disk full, file too large, permission),
-    so code that already handles ``OSError`` around saving handles this too. ``errno`` is the cause's
-    errno when the cause is an ``OSError`` (``None`` otherwise, e.g. when the caller's writer raised a
-    ``TypeError``); ``target`` is the checkpoint path; the cause is ``__cause__``.
-    """
-
-    target: Path | None = None
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped (it does not verify) or restored after an interrupted replace."""
 
 
 # --- write -----------------------------------------------------------------------------------------

@@ -427,7 +427,7 @@ def test_unused_datasets_columns_are_removed_as_in_hf(tmp_path: Any) -> None:
         args=TrainingArguments(str(tmp_path / "bad"), **{**BASE, "max_steps": 1}),
         train_dataset=unusable,
     )
-    with pytest.raises(ValueError, match=r"No column of the dataset matches TinyRegressor\.forward"):
+    with pytest.raises(ValueError, match=r"rows lack the model.s input column\(s\) \[.x.\]: TinyRegressor\.forward"):
         trainer.train()
     # with remove_unused_columns=False the extra columns reach the model, which refuses them
     keep = Trainer(

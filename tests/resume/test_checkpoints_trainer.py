@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from statetrain import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from statetrain.checkpoint.output_lock import LOCK_NAME
 from statetrain.checkpoint.store import (
+    FORMAT_VERSION,
     MANIFEST_NAME,
     CheckpointError,
     CheckpointWarning,
@@ -171,7 +172,7 @@ def test_layout_is_complete_and_pickle_free(base_run: tuple[Path, Any]) -> None:
             else:
                 load_file(str(checkpoint / name))
         manifest = verify_checkpoint(checkpoint)
-        assert manifest["format_version"] == 1
+        assert manifest["format_version"] == FORMAT_VERSION
         assert set(manifest["files"]) == CHECKPOINT_FILES - {MANIFEST_NAME}
         step = int(checkpoint.name.split("-")[1])
         hf_state = transformers.TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
