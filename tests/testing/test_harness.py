@@ -154,7 +154,9 @@ class ForgetfulHarness(BoostHarness):
 def test_finds_a_callback_counter_lost_on_resume() -> None:
     message, rules, notes = falsifying(ForgetfulHarness, max_examples=25)
     assert "differs from the uninterrupted run's" in message
-    assert any(rule.startswith("state.kill_and_resume(") for rule in rules), notes
+    # every segment after the first resumes from a checkpoint; as in HF, a resume re-creates an
+    # exportable callback from what it stored, so a cut (advance) exposes it without a kill
+    assert any(rule.startswith(("state.kill_and_resume(", "state.advance(")) for rule in rules), notes
     assert len(rules) <= 3, notes
     assert drawn(notes, "train_size") <= 4, notes
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ def test_a_resumed_run_continues_the_same_wandb_run_without_repeats(offline_trac
     whole = train_tiny(out, "wandb")
     first = wandb.run.id
     finish_wandb()
+    # W&B names an offline session's folder by the second it starts; a resume within the same second
+    # (only a test is that fast) would reuse the first session's folder and file
+    time.sleep(1.1)
     train_tiny(out, "wandb", resume=str(out / "checkpoint-4"))  # replays steps 5 and 6
     assert wandb.run.id == first
     finish_wandb()
