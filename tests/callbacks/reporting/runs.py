@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ def set_offline_trackers(root: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("TRACKIO_DIR", str(root / "trackio"))
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    if "wandb" in sys.modules:
+        # W&B keeps the settings of its first setup (WANDB_DIR included) in a process-wide singleton;
+        # tearing it down makes the next wandb.init read this environment, whoever calls it
+        sys.modules["wandb"].teardown()
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
