@@ -19,7 +19,7 @@ from accelerate.utils import (
 )
 
 from statetrain.distributed.plugins import build_deepspeed_plugin, build_fsdp_plugin, ddp_kwargs
-from statetrain.distributed.processes import configure_process_logging
+from statetrain.distributed.processes import configure_process_logging, release_process_groups_at_exit
 
 
 def _accelerator_config(args: Any) -> dict[str, Any]:
@@ -110,6 +110,7 @@ def build_accelerator(args: Any) -> Accelerator:
         kwargs_handlers=[DistributedDataParallelKwargs(**ddp_kwargs(args))],
         **extra,
     )
+    release_process_groups_at_exit()  # when the run joined a process group
     if deepspeed_plugin is not None:
         if signalled is None:
             os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)

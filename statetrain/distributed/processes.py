@@ -78,6 +78,31 @@ def _destroy_cpu_groups() -> None:
             logger.debug("side process group already gone: %s", exc)
 
 
+_EXIT_HOOK: list[bool] = []
+
+
+def release_process_groups_at_exit() -> None:
+    """Destroy this process's groups (side groups, then the default one) at interpreter exit.
+
+    Registered once, when a run joins a process group. A gloo group left to interpreter shutdown
+    is torn down with its worker threads still joinable, which aborts a process whose run had
+    finished (``terminate called without an active exception``, SIGABRT, and the launcher exits 1).
+    """
+    if _EXIT_HOOK or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    _EXIT_HOOK.append(True)
+    atexit.register(_destroy_all_groups)
+
+
+def _destroy_all_groups() -> None:
+    _destroy_cpu_groups()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            torch.distributed.destroy_process_group()
+        except (RuntimeError, ValueError) as exc:  # the application destroyed it already
+            logger.debug("default process group already gone: %s", exc)
+
+
 def all_gather_object(value: Any, world_size: int) -> list[Any]:
     gathered: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(gathered, value, group=_cpu_group())
