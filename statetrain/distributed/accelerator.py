@@ -19,7 +19,8 @@ from accelerate.utils import (
 )
 
 from statetrain.distributed.plugins import build_deepspeed_plugin, build_fsdp_plugin, ddp_kwargs
-from statetrain.distributed.processes import configure_process_logging, release_process_groups_at_exit
+from statetrain.distributed.processes import configure_process_logging
+from statetrain.distributed.teardown import release_process_groups_at_exit
 
 
 def _accelerator_config(args: Any) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def _cpu_group() -> Any:
     step; over gloo the exchange stays on the CPU. When the default group already runs CPU tensors
     over gloo (``gloo``, or ``cpu:gloo,...`` as accelerate sets it up) no side group is made. A side
     group is created once per process group, on first use (a collective call: every process
-    reaches it at the same point), and destroyed at interpreter exit (see :func:`_destroy_cpu_groups`).
+    reaches it at the same point), and destroyed at interpreter exit (see :func:`destroy_cpu_groups`).
     """
     world = torch.distributed.group.WORLD
     if _cpu_runs_on_gloo():
@@ -50,7 +50,7 @@ def _cpu_group() -> Any:
     key = id(world)
     if key not in _CPU_GROUPS:
         if not _CPU_GROUPS:
-            atexit.register(_destroy_cpu_groups)
+            atexit.register(destroy_cpu_groups)
         _CPU_GROUPS[key] = torch.distributed.new_group(backend="gloo")
     return _CPU_GROUPS[key]
 
@@ -60,13 +60,8 @@ def _cpu_runs_on_gloo() -> bool:
     return config == "gloo" or any(part.strip() == "cpu:gloo" for part in config.split(","))
 
 
-def _destroy_cpu_groups() -> None:
-    """Destroy the side groups while the interpreter is whole (atexit, before module teardown).
-
-    A group left to interpreter shutdown is torn down in no set order with the default group and
-    its store, with its gloo threads still running; that is how a finished run's process could abort
-    (``terminate called without an active exception``, SIGABRT) after training succeeded.
-    """
+def destroy_cpu_groups() -> None:
+    """Destroy the side groups while the interpreter is whole (at exit; see :mod:`statetrain.distributed.teardown`)."""
     groups = list(_CPU_GROUPS.values())
     _CPU_GROUPS.clear()
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -76,31 +71,6 @@ def _destroy_cpu_groups() -> None:
             torch.distributed.destroy_process_group(group)
         except (RuntimeError, ValueError) as exc:  # already destroyed with the default group
             logger.debug("side process group already gone: %s", exc)
-
-
-_EXIT_HOOK: list[bool] = []
-
-
-def release_process_groups_at_exit() -> None:
-    """Destroy this process's groups (side groups, then the default one) at interpreter exit.
-
-    Registered once, when a run joins a process group. A gloo group left to interpreter shutdown
-    is torn down with its worker threads still joinable, which aborts a process whose run had
-    finished (``terminate called without an active exception``, SIGABRT, and the launcher exits 1).
-    """
-    if _EXIT_HOOK or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    _EXIT_HOOK.append(True)
-    atexit.register(_destroy_all_groups)
-
-
-def _destroy_all_groups() -> None:
-    _destroy_cpu_groups()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        try:
-            torch.distributed.destroy_process_group()
-        except (RuntimeError, ValueError) as exc:  # the application destroyed it already
-            logger.debug("default process group already gone: %s", exc)
 
 
 def all_gather_object(value: Any, world_size: int) -> list[Any]:

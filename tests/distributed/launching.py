@@ -32,22 +32,12 @@ def launch_env(**extra: str) -> dict[str, str]:
     return env
 
 
-ABORT_AT_EXIT = "terminate called without an active exception"
-
-
-def run_launched(
-    command: list[str], env: dict[str, str] | None = None, *, retry_abort_at_exit: bool = True
-) -> subprocess.CompletedProcess[str]:
+def run_launched(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``command`` from the repository root with its output piped; kill it only when it makes no progress.
 
     A hung launch comes back with return code ``-9`` and a line saying so at the end of its stderr.
-    A launch whose process aborted at interpreter exit (a known, rare teardown abort that issue 14
-    item 7 tracks and ``test_clean_exit`` measures with ``retry_abort_at_exit=False``) is run once more.
     """
-    done = _launch_once(command, env)
-    if retry_abort_at_exit and done.returncode != 0 and ABORT_AT_EXIT in done.stderr:
-        done = _launch_once(command, env)
-    return done
+    return _launch_once(command, env)
 
 
 def _launch_once(command: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:

@@ -1,10 +1,12 @@
 """A finished two-process run ends cleanly, every time: no process aborts after training.
 
 Rank processes used to end now and then with ``terminate called without an active exception``
-(SIGABRT, torchrun exit 1) after a successful run: statetrain made a gloo side group even when the
-default group already ran CPU tensors over gloo, and left it to interpreter shutdown, where it was
-torn down in no set order with the default group and its threads. Launched as a user would, with
-stdout and stderr piped and Python's output buffered as by default, every launch must exit 0.
+(SIGABRT, torchrun exit 1) after a successful run: a gloo worker thread that finished the last
+``all_gather`` of evaluation asked for the GIL only after interpreter shutdown had begun, and Python
+ended the thread inside C++ code that may not throw (see :mod:`statetrain.distributed.teardown`).
+Without the exit hook, about one launch in six aborted this way on a quiet 2-core machine. Launched
+as a user would, with stdout and stderr piped and Python's output buffered as by default, every
+launch must exit 0.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def test_repeated_two_process_launches_all_exit_zero(tmp_path: Path) -> None:
         config = tmp_path / f"config-{launch}.json"
         scenario = {"out": str(out), "rows": 16, "max_steps": 2, "save_steps": 1, "evaluate": True}
         config.write_text(json.dumps({"scenarios": [scenario]}), encoding="utf-8")
-        done = run_launched([*TORCHRUN, str(SCRIPT), str(config)], env=env, retry_abort_at_exit=False)
+        done = run_launched([*TORCHRUN, str(SCRIPT), str(config)], env=env)
         results = [json.loads((out / f"result_{rank}.json").read_text(encoding="utf-8")) for rank in (0, 1)]
         assert [r["ended"] for r in results] == ["trained", "trained"], results
         if done.returncode != 0:
