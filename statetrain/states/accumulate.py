@@ -61,17 +61,16 @@ class AccumulateState(State):
         assert tr_loss is not None
         if run.args.nan_inf_policy == "filter":
             step = run.state.global_step + 1
-            since_log = 1 + run.state.global_step - engine.globalstep_last_logged
             if not run.args.logging_nan_inf_filter:
                 run.nonfinite.note("loss", step_loss, step)  # read at the next log, no sync here
                 _add_loss(tr_loss, step_loss)
             elif run.device.type != "cpu":  # an accelerator: no host sync to test the loss
                 run.nonfinite.note("loss", step_loss, step)
-                add_filtered_loss(tr_loss, step_loss, since_log)
+                add_filtered_loss(tr_loss, step_loss, step - engine.globalstep_last_logged)
             elif not torch.isfinite(step_loss):
                 # HF: a non-finite step loss counts as the mean of the losses since the last log.
                 run.nonfinite.seen("loss", step)  # HF's check synced already
-                tr_loss += tr_loss / since_log
+                tr_loss += tr_loss / (step - engine.globalstep_last_logged)
             else:
                 _add_loss(tr_loss, step_loss)
         else:

@@ -20,8 +20,8 @@ import os
 import re
 from typing import Any
 
-from statetrain.callbacks.base import ExportableState, TrainerCallback
-from statetrain.callbacks.reporting.names import as_scalar, model_config_dict, stored_attributes
+from statetrain.callbacks.reporting.names import as_scalar, model_config_dict
+from statetrain.callbacks.reporting.tracker import TrackerCallback
 
 logger = logging.getLogger(__name__)
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -42,36 +42,30 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class MLflowCallback(TrainerCallback, ExportableState):
+class MLflowCallback(TrackerCallback):
     """Logs params once and metrics at every log, to the active or a new MLflow run (main process only)."""
 
+    package = "mlflow"
+    run_attribute = "run_id"
+
     def __init__(self) -> None:
-        try:
-            import mlflow
-        except ImportError as exc:
-            raise ImportError("MLflowCallback needs the mlflow package: pip install mlflow") from exc
-        self._ml_flow = mlflow
-        self._initialized = False
+        super().__init__()
         self._auto_end_run = False
         self.run_id: str | None = None
         self._already_logged: dict[str, int] = {}
         if _env_flag("HF_MLFLOW_LOG_ARTIFACTS"):
             logger.warning("HF_MLFLOW_LOG_ARTIFACTS is set, but statetrain does not copy checkpoints to MLflow yet")
 
-    def state(self) -> dict[str, Any]:
-        """The MLflow run, so a resumed run continues it."""
-        return {"args": {}, "attributes": {"run_id": self.run_id}}
-
     def setup(self, args: Any, state: Any, model: Any) -> None:
         """Start (or re-open) the run and log the params; a no-op off the main process."""
         self._initialized = True
         if not state.is_world_process_zero:
             return
-        mlflow = self._ml_flow
+        mlflow = self.tracker
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if uri and not mlflow.is_tracking_uri_set():
             mlflow.set_tracking_uri(uri)
-        resumed_id = stored_attributes(state, self).get("run_id") if state.global_step > 0 else None
+        resumed_id = self.resumed_run(state)
         nested = _env_flag("MLFLOW_NESTED_RUN")
         if resumed_id and os.environ.get("MLFLOW_RUN_ID") is None:
             active = mlflow.active_run()
@@ -105,31 +99,21 @@ class MLflowCallback(TrainerCallback, ExportableState):
         if limit.isdigit():
             items = items[: int(limit)]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self._ml_flow.log_params(dict(items[start : start + MAX_PARAMS_TAGS_PER_BATCH]), synchronous=False)
+            self.tracker.log_params(dict(items[start : start + MAX_PARAMS_TAGS_PER_BATCH]), synchronous=False)
         tags = os.environ.get("MLFLOW_TAGS")
         if tags:
-            self._ml_flow.set_tags(json.loads(tags))
+            self.tracker.set_tags(json.loads(tags))
 
     def _logged_steps(self, run_id: str) -> dict[str, int]:
         """The last step MLflow holds for each metric of the run."""
-        client = self._ml_flow.MlflowClient()
+        client = self.tracker.MlflowClient()
         last: dict[str, int] = {}
         for key in client.get_run(run_id).data.metrics:
             history = client.get_metric_history(run_id, key)
             last[key] = max((m.step for m in history), default=-1)
         return last
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if not self._initialized:
-            self.setup(args, state, model)
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, model: Any = None, **kwargs: Any
-    ) -> None:
-        if not self._initialized:
-            self.setup(args, state, model)
-        if not state.is_world_process_zero or logs is None:
-            return
+    def log_values(self, args: Any, state: Any, logs: dict[str, Any]) -> None:
         metrics: dict[str, Any] = {}
         for key, value in logs.items():
             number = as_scalar(value)
@@ -141,11 +125,14 @@ class MLflowCallback(TrainerCallback, ExportableState):
                 continue  # the interrupted run logged this step before the resume
             metrics[name] = number
         if metrics:
-            self._ml_flow.log_metrics(metrics=metrics, step=state.global_step, synchronous=False)
+            self.tracker.log_metrics(metrics=metrics, step=state.global_step, synchronous=False)
+
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        """Nothing: HF's MLflow callback neither starts a run for ``predict()`` nor logs its metrics."""
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._initialized and state.is_world_process_zero and self._auto_end_run and self._ml_flow.active_run():
-            self._ml_flow.end_run()
+        if self._initialized and state.is_world_process_zero and self._auto_end_run and self.tracker.active_run():
+            self.tracker.end_run()
             self._auto_end_run = False
         # the next train() (another trial, another run) starts its own MLflow run
         self._initialized = False

@@ -13,34 +13,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from statetrain.callbacks.base import ExportableState, TrainerCallback
-from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs, stored_attributes
+from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs
 from statetrain.callbacks.reporting.sent import SentLog
+from statetrain.callbacks.reporting.tracker import TrackerCallback
 
 
-class TrackioCallback(TrainerCallback, ExportableState):
+class TrackioCallback(TrackerCallback):
     """Logs to a Trackio run (main process only)."""
 
+    package = "trackio"
+    run_attribute = "run_name"
+
     def __init__(self) -> None:
-        try:
-            import trackio
-        except ImportError as exc:
-            raise ImportError("TrackioCallback needs the trackio package: pip install trackio") from exc
-        self._trackio = trackio
-        self._initialized = False
+        super().__init__()
         self.run_name: str | None = None
         self._sent = SentLog("trackio")
-
-    def state(self) -> dict[str, Any]:
-        """The Trackio run's name, so a resumed run continues it."""
-        return {"args": {}, "attributes": {"run_name": self.run_name}}
 
     def setup(self, args: Any, state: Any, model: Any) -> None:
         self._initialized = True
         if not state.is_world_process_zero:
             return
-        resumed = stored_attributes(state, self).get("run_name") if state.global_step > 0 else None
-        run = self._trackio.init(
+        resumed = self.resumed_run(state)
+        run = self.tracker.init(
             project=args.project,
             name=resumed or args.run_name,
             space_id=args.trackio_space_id,
@@ -50,33 +44,21 @@ class TrackioCallback(TrainerCallback, ExportableState):
         )
         self.run_name = getattr(run, "name", None)
         self._sent.open(args.output_dir, self.run_name, resumed=bool(resumed))
-        self._trackio.config.update({**model_config_dict(model), **args.to_dict()}, allow_val_change=True)
+        self.tracker.config.update({**model_config_dict(model), **args.to_dict()}, allow_val_change=True)
         if callable(getattr(model, "num_parameters", None)):
-            self._trackio.config["model/num_parameters"] = model.num_parameters()
+            self.tracker.config["model/num_parameters"] = model.num_parameters()
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if not self._initialized:
-            self.setup(args, state, model)
+    def log_values(self, args: Any, state: Any, logs: dict[str, Any]) -> None:
+        if self._sent.should_send(state):
+            history = rewrite_logs({k: v for k, v in logs.items() if k not in SUMMARY_ONLY})
+            self.tracker.log({**history, "train/global_step": state.global_step})
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, model: Any = None, **kwargs: Any
-    ) -> None:
-        if not self._initialized:
-            self.setup(args, state, model)
-        if not state.is_world_process_zero or logs is None or not self._sent.should_send(state):
-            return
-        history = rewrite_logs({k: v for k, v in logs.items() if k not in SUMMARY_ONLY})
-        self._trackio.log({**history, "train/global_step": state.global_step})
-
-    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if not self._initialized:
-            self.setup(args, state, kwargs.get("model"))
-        if state.is_world_process_zero and metrics:
-            self._trackio.log(rewrite_logs(metrics))
+    def log_prediction(self, metrics: dict[str, Any]) -> None:
+        self.tracker.log(rewrite_logs(metrics))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self._initialized:
             try:
-                self._trackio.finish()
+                self.tracker.finish()
             finally:
                 self._initialized = False

@@ -19,44 +19,38 @@ import logging
 import os
 from typing import Any
 
-from statetrain.callbacks.base import ExportableState, TrainerCallback
-from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs, stored_attributes
+from statetrain.callbacks.reporting.names import SUMMARY_ONLY, model_config_dict, rewrite_logs
 from statetrain.callbacks.reporting.sent import SentLog
+from statetrain.callbacks.reporting.tracker import TrackerCallback
 
 logger = logging.getLogger(__name__)
 
 
-class WandbCallback(TrainerCallback, ExportableState):
+class WandbCallback(TrackerCallback):
     """Logs to a W&B run (main process only); one run per ``train()`` in a hyperparameter search."""
 
+    package = "wandb"
+    run_attribute = "run_id"
+
     def __init__(self) -> None:
-        try:
-            import wandb
-        except ImportError as exc:
-            raise ImportError("WandbCallback needs the wandb package: pip install wandb") from exc
-        self._wandb = wandb
-        self._initialized = False
+        super().__init__()
         self.run_id: str | None = None
         self._sent = SentLog("wandb")
         if os.environ.get("WANDB_LOG_MODEL", "false").lower() not in ("false", ""):
             logger.warning("WANDB_LOG_MODEL is set, but statetrain does not upload model artifacts to W&B yet")
-
-    def state(self) -> dict[str, Any]:
-        """The W&B run id, so a resumed run continues it."""
-        return {"args": {}, "attributes": {"run_id": self.run_id}}
 
     def setup(self, args: Any, state: Any, model: Any) -> None:
         """Start (or re-attach to) the run and record the config; a no-op off the main process."""
         self._initialized = True
         if not state.is_world_process_zero:
             return
-        wandb = self._wandb
+        wandb = self.tracker
         init_args: dict[str, Any] = {}
         if state.trial_name is not None:
             init_args.update(name=state.trial_name, group=args.run_name or args.output_dir)
         elif args.run_name is not None:
             init_args["name"] = args.run_name
-        resumed_id = stored_attributes(state, self).get("run_id") if state.global_step > 0 else None
+        resumed_id = self.resumed_run(state)
         if resumed_id and wandb.run is not None and wandb.run.id != resumed_id:
             wandb.finish()
         if wandb.run is None:
@@ -79,7 +73,7 @@ class WandbCallback(TrainerCallback, ExportableState):
         if state.is_hyper_param_search:
             # each trial is its own W&B run
             if state.is_world_process_zero:
-                self._wandb.finish()
+                self.tracker.finish()
             self._initialized = False
         if not self._initialized:
             self.setup(args, state, model)
@@ -87,22 +81,15 @@ class WandbCallback(TrainerCallback, ExportableState):
             # another train() into the open run: a fresh log history is sent whole, a resumed one from where it was
             self._sent.open(args.output_dir, self.run_id, resumed=state.global_step > 0)
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, model: Any = None, **kwargs: Any
-    ) -> None:
-        if not self._initialized:
-            self.setup(args, state, model)
-        if not state.is_world_process_zero or logs is None or not self._sent.should_send(state):
+    def log_values(self, args: Any, state: Any, logs: dict[str, Any]) -> None:
+        if not self._sent.should_send(state):
             return
-        run = self._wandb.run
+        run = self.tracker.run
         for key, value in logs.items():
             if key in SUMMARY_ONLY and run is not None:
                 run.summary[key] = value
         history = rewrite_logs({k: v for k, v in logs.items() if k not in SUMMARY_ONLY})
-        self._wandb.log({**history, "train/global_step": state.global_step})
+        self.tracker.log({**history, "train/global_step": state.global_step})
 
-    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        if not self._initialized:
-            self.setup(args, state, kwargs.get("model"))
-        if state.is_world_process_zero and metrics:
-            self._wandb.log(rewrite_logs(metrics))
+    def log_prediction(self, metrics: dict[str, Any]) -> None:
+        self.tracker.log(rewrite_logs(metrics))
