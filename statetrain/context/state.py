@@ -146,8 +146,12 @@ class TrainerState:
                 setattr(self, f"{kind}_steps", int(value))
 
 
-class TrainerControl(_JsonModel):
-    """The five HF flags. Callbacks set them; the machine's guards read them."""
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
+class TrainerControl:
+    """The five HF flags. Callbacks set them; the machine's guards read them.
+
+    A dataclass, as HF's is (``dataclasses.asdict(control)``, ``dataclasses.fields``).
+    """
 
     should_training_stop: bool = False
     should_epoch_stop: bool = False
@@ -168,7 +172,17 @@ class TrainerControl(_JsonModel):
 
     def state(self) -> dict[str, Any]:
         """HF ``ExportableState`` form."""
-        return {"args": self.model_dump(), "attributes": {}}
+        return {"args": dataclasses.asdict(self), "attributes": {}}
+
+    def to_json_string(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json_string(cls, text: str, source: str = "<string>") -> TrainerControl:
+        try:
+            return _CONTROL_ADAPTER.validate_python(_json_object(text, source))
+        except ValidationError as exc:
+            raise _field_error(cls.__name__, source, exc) from exc
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TrainerControl:
@@ -176,6 +190,9 @@ class TrainerControl(_JsonModel):
         for key, value in state.get("attributes", {}).items():
             setattr(control, key, value)
         return control
+
+
+_CONTROL_ADAPTER: TypeAdapter[TrainerControl] = TypeAdapter(TrainerControl)
 
 
 class EngineState(_JsonModel):

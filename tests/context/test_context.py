@@ -49,7 +49,7 @@ def test_trainer_state_round_trips_exactly(
     assert same(dataclasses.asdict(again), dataclasses.asdict(state))
 
 
-@given(st.builds(TrainerControl, **{name: st.booleans() for name in TrainerControl.model_fields}))
+@given(st.builds(TrainerControl, **{f.name: st.booleans() for f in dataclasses.fields(TrainerControl)}))
 def test_trainer_control_round_trips(control: TrainerControl) -> None:
     assert TrainerControl.from_json_string(control.to_json_string()) == control
     assert TrainerControl.from_state(control.state()) == control

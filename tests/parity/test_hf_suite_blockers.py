@@ -44,6 +44,15 @@ def test_enable_jit_checkpoint_and_subclass_fields_train(module: Any, tmp_path: 
     assert set(state) == {f.name for f in dataclasses.fields(transformers.TrainerState)}
 
 
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_trainer_control_is_a_dataclass_as_hfs(module: Any, tmp_path: Path) -> None:
+    trainer = make(module, tmp_path)
+    trainer.control.should_save = True
+    control = dataclasses.asdict(trainer.control)
+    assert control == {f.name: f.name == "should_save" for f in dataclasses.fields(transformers.TrainerControl)}
+    assert dataclasses.replace(trainer.control, should_save=False) == type(trainer.control)()
+
+
 def test_memory_metrics_have_hf_names(tmp_path: Path) -> None:
     names = []
     for module in LIBRARIES:
