@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -37,19 +37,22 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-class _JsonModel(BaseModel):
-    """Exact JSON round-trip with Python's json (NaN/Infinity literals, sorted keys)."""
+class _JsonFile:
+    """Exact JSON round-trip with Python's json (NaN/Infinity literals, sorted keys), for the context dataclasses.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, arbitrary_types_allowed=True)
+    They are pydantic dataclasses rather than models: fields are plain attributes (the loop writes
+    some every step, and a model's ``__setattr__`` costs a call each), and ``dataclasses.asdict``
+    works as on HF's; pydantic validates a context when it is built or read from JSON.
+    """
 
     def to_json_string(self) -> str:
-        return json.dumps(self.model_dump(mode="python"), indent=2, sort_keys=True) + "\n"
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"  # type: ignore[call-overload]
 
     @classmethod
     def from_json_string(cls, text: str, source: str = "<string>") -> Any:
         data = _json_object(text, source)
         try:
-            return cls.model_validate(data)
+            return _adapter(cls).validate_python(data)
         except ValidationError as exc:
             raise _field_error(cls.__name__, source, exc) from exc
 
@@ -59,6 +62,15 @@ class _JsonModel(BaseModel):
     @classmethod
     def load_from_json(cls, json_path: str | Path) -> Any:
         return cls.from_json_string(_read_utf8(Path(json_path)), source=str(json_path))
+
+
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]
 
 
 def _read_utf8(path: Path) -> str:
@@ -90,7 +102,7 @@ def _field_error(name: str, source: str, exc: ValidationError) -> ContextFileErr
 
 
 @pydantic_dataclass(config=ConfigDict(extra="forbid", arbitrary_types_allowed=True))
-class TrainerState:
+class TrainerState(_JsonFile):
     """HF's ``TrainerState``: one step is one optimizer update. Field names and defaults are HF's.
 
     A dataclass, as HF's is, so ``dataclasses.asdict(state)`` and ``dataclasses.replace`` work;
@@ -118,24 +130,6 @@ class TrainerState:
     trial_params: dict[str, Any] | None = None
     stateful_callbacks: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def to_json_string(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json_string(cls, text: str, source: str = "<string>") -> TrainerState:
-        data = _json_object(text, source)
-        try:
-            return TypeAdapter(cls).validate_python(data)
-        except ValidationError as exc:
-            raise _field_error(cls.__name__, source, exc) from exc
-
-    def save_to_json(self, json_path: str | Path) -> None:
-        Path(json_path).write_text(self.to_json_string(), encoding="utf-8")
-
-    @classmethod
-    def load_from_json(cls, json_path: str | Path) -> TrainerState:
-        return cls.from_json_string(_read_utf8(Path(json_path)), source=str(json_path))
-
     def compute_steps(self, args: Any, max_steps: int) -> None:
         """Resolve fractional logging/eval/save cadences against ``max_steps`` (HF ``compute_steps``)."""
         for kind in ("logging", "eval", "save"):
@@ -147,7 +141,7 @@ class TrainerState:
 
 
 @pydantic_dataclass(config=ConfigDict(extra="forbid"))
-class TrainerControl:
+class TrainerControl(_JsonFile):
     """The five HF flags. Callbacks set them; the machine's guards read them.
 
     A dataclass, as HF's is (``dataclasses.asdict(control)``, ``dataclasses.fields``).
@@ -174,16 +168,6 @@ class TrainerControl:
         """HF ``ExportableState`` form."""
         return {"args": dataclasses.asdict(self), "attributes": {}}
 
-    def to_json_string(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json_string(cls, text: str, source: str = "<string>") -> TrainerControl:
-        try:
-            return _CONTROL_ADAPTER.validate_python(_json_object(text, source))
-        except ValidationError as exc:
-            raise _field_error(cls.__name__, source, exc) from exc
-
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TrainerControl:
         control = cls(**state["args"])
@@ -192,10 +176,8 @@ class TrainerControl:
         return control
 
 
-_CONTROL_ADAPTER: TypeAdapter[TrainerControl] = TypeAdapter(TrainerControl)
-
-
-class EngineState(_JsonModel):
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
+class EngineState(_JsonFile):
     """The engine's own persisted context: where the machine is and what it has summed so far."""
 
     format_version: int = 1
@@ -211,5 +193,5 @@ class EngineState(_JsonModel):
     total_loss_scalar: float = 0.0
     """Sum of every logged step loss, for ``train_loss``."""
     globalstep_last_logged: int = 0
-    custom: dict[str, Any] = Field(default_factory=dict)
+    custom: dict[str, Any] = dataclasses.field(default_factory=dict)
     """JSON state of custom states, one entry per state name (a curriculum's stage, a task cursor)."""
