@@ -2,9 +2,10 @@
 
 As in transformers 5.24: the targeted ``nn.Linear`` weights form one parameter group carrying the
 projection settings (``rank``, ``update_proj_gap``, ``scale``, ``proj_type``... from
-``optim_args``), every other parameter the other group. The layer-wise variants (an optimizer per
-parameter stepped from a gradient hook) are refused: statetrain's optimize state steps one
-optimizer per window.
+``optim_args``), every other parameter the other group. The layer-wise variants build one optimizer
+per parameter, stepped from a gradient hook (:mod:`statetrain.optim.layerwise`); as in HF,
+``galore_adafactor_layerwise`` keeps GaLoreAdafactor's ``relative_step=True``, which that class
+refuses together with a learning rate.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+from statetrain.optim.layerwise import layerwise, refuse_distributed
 
 if TYPE_CHECKING:
     from statetrain.optim.optimizers import OptimizerContext
@@ -56,11 +59,9 @@ def _target_weights(ctx: OptimizerContext) -> list[str]:
 
 
 def _low_rank(ctx: OptimizerContext, cls: Any, projection: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    if ctx.name.endswith("layerwise"):
-        raise NotImplementedError(
-            f"optim={ctx.name!r}: layer-wise low-rank optimizers step each parameter from a gradient hook, "
-            "which statetrain does not support yet; use the variant without _layerwise"
-        )
+    is_layerwise = ctx.name.endswith("layerwise")
+    if is_layerwise:
+        refuse_distributed(ctx)
     chosen = set(_target_weights(ctx))
     assert ctx.model is not None
     named = list(ctx.model.named_parameters())
@@ -68,6 +69,8 @@ def _low_rank(ctx: OptimizerContext, cls: Any, projection: dict[str, Any]) -> tu
         {"params": [p for n, p in named if n not in chosen]},
         {"params": [p for n, p in named if n in chosen], **projection},
     ]
+    if is_layerwise:
+        return layerwise(ctx, cls, groups, ctx.lr_kwargs())
     return cls, {**ctx.lr_kwargs(), "params": groups}
 
 

@@ -3,8 +3,7 @@
 Each factory builds what transformers' ``Trainer.get_optimizer_cls_and_kwargs`` builds for the name
 (same class, same keyword arguments, ``optim_args`` read the same way), so a run configured for HF
 trains the same here. A name whose package is missing fails naming the package to install; the
-names statetrain cannot run (device-specific builds, optimizers that need their own backward or
-per-layer hooks) fail saying why, before any training.
+names statetrain cannot run (device-specific builds) fail saying why, before any training.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from statetrain.optim.low_rank import apollo, galore
 
@@ -128,6 +129,26 @@ def _stable_adamw(ctx: OptimizerContext) -> tuple[Any, dict[str, Any]]:
     return module.StableAdamW, kwargs
 
 
+def _lomo(ctx: OptimizerContext) -> tuple[Any, dict[str, Any]]:
+    """lomo_optim's Lomo and AdaLomo, built over the model: they update each parameter inside the backward.
+
+    The Trainer then passes the current learning rate to accelerate's backward, which runs the
+    optimizer's fused backward; ``step`` does nothing (statetrain.optim.fused). transformers reads no
+    ``optim_args`` for them.
+    """
+    module = _require(ctx.name, "lomo_optim", "lomo-optim")
+    if ctx.model is None:
+        raise ValueError(f"optim={ctx.name!r} needs the model: the optimizer hooks into its parameters")
+    ctx.converted()
+    if ctx.name == "adalomo" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "optim='adalomo': lomo_optim's AdaLomo keeps its second-moment state on CUDA (it calls .cuda()), "
+            "and this torch sees no CUDA device; transformers fails here too. Use optim='lomo' on CPU"
+        )
+    cls = module.AdaLomo if ctx.name == "adalomo" else module.Lomo
+    return cls, {**ctx.lr_kwargs(), "model": ctx.model}
+
+
 def _refuse(reason: str) -> Factory:
     def factory(ctx: OptimizerContext) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError(f"optim={ctx.name!r}: {reason}")
@@ -159,8 +180,8 @@ PACKAGE_OPTIMIZERS: dict[str, Factory] = {
         "needs torch_npu (an Ascend NPU build of torch), which statetrain does not run on"
     ),
     "adamw_anyprecision": _refuse("needs torchdistx's AnyPrecisionAdamW: pip install torchdistx (not yet supported)"),
-    "lomo": _refuse("LOMO updates inside a fused backward, which statetrain's training step does not do yet"),
-    "adalomo": _refuse("AdaLomo updates inside a fused backward, which statetrain's training step does not do yet"),
+    "lomo": _lomo,
+    "adalomo": _lomo,
     **{name: galore for name in _LOW_RANK if name.startswith("galore")},
     **{name: apollo for name in _LOW_RANK if name.startswith("apollo")},
 }

@@ -25,6 +25,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
+from statetrain.optim.layerwise import LayerWiseDummyOptimizer, per_parameter_schedules
 from statetrain.optim.optimizers import name_of, unknown_name_error
 
 logger = logging.getLogger(__name__)
@@ -486,13 +487,14 @@ def get_scheduler(
 ) -> Any:
     """The scheduler registered as ``name`` (a ``str`` or a ``SchedulerType``), like ``transformers.get_scheduler``.
 
-    ``num_warmup_steps`` is the caller's ``args.get_warmup_steps(num_training_steps)``;
-    ``scheduler_specific_kwargs`` is ``args.lr_scheduler_kwargs``.
-    """
+    ``num_warmup_steps`` is ``args.get_warmup_steps(num_training_steps)``, ``scheduler_specific_kwargs``
+    ``args.lr_scheduler_kwargs``; a layer-wise dummy optimizer gets one schedule per parameter (HF)."""
     key = name_of(name)
     factory = _REGISTRY.get(key)
     if factory is None:
         raise unknown_name_error("scheduler", key, _REGISTRY)
     kwargs = dict(scheduler_specific_kwargs or {})
+    if isinstance(optimizer, LayerWiseDummyOptimizer):  # HF: a schedule per parameter's optimizer
+        return per_parameter_schedules(optimizer, get_scheduler, name, num_warmup_steps, num_training_steps, kwargs)
     _check_kwargs(key, factory, kwargs)
     return factory(optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps, **kwargs)

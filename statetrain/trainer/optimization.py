@@ -69,6 +69,10 @@ class OptimizationMixin:
                 optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
             kwargs = dict(kwargs)
             groups: Any = kwargs.pop("params", None) or grouped_parameters(target, self.args.weight_decay)
+            # as HF: LOMO is built over the model, a layer-wise dummy over its per-parameter optimizers
+            for first in ("model", "optimizer_dict"):
+                if first in kwargs:
+                    groups = kwargs.pop(first)
             self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 

@@ -47,6 +47,7 @@ from statetrain.engine.machine import MachineSpec
 from statetrain.engine.plan import plan_training
 from statetrain.events.bus import EventBus
 from statetrain.events.event import Event
+from statetrain.optim.fused import steps_in_backward
 from statetrain.optim.grad_clearing import GradClearer
 from statetrain.optim.loss import (
     LabelSmoother,
@@ -447,6 +448,7 @@ class Trainer(
             and isinstance(optimizer, AcceleratedOptimizer)
             and not run.scaler_in_use
             and self.accelerator.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED)
+            and not steps_in_backward(optimizer.optimizer)
         )
         run.step_optimizer = optimizer.optimizer if direct else optimizer
         # The schedule binds to the object that is stepped, so torch sees its steps in order.
@@ -455,6 +457,7 @@ class Trainer(
         run.schedule_per_step = not self._scheduler_steps_on_metrics
         raw = getattr(optimizer, "optimizer", optimizer)
         self._optimizer_train_mode = callable(getattr(raw, "train", None))
+        self._choose_backward_kwargs()
         # HF calls model.train() every micro-batch; with no train() override, checking the flags gives the same
         modules = list(model.modules())
         self._plain_train_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from statetrain.events.event import Event
+from statetrain.optim.fused import BackwardKwargs, backward_kwargs
 from statetrain.optim.loss import LabelSmoother, WindowWeights, count_label_items
 from statetrain.trainer.counters import track_num_input_tokens
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 class TrainingStepMixin:
     """Per-micro-batch work of the Trainer, mixed into it."""
+
+    _backward_kwargs: BackwardKwargs | None = None
 
     if TYPE_CHECKING:  # what the Trainer provides
         args: Any
@@ -54,6 +57,11 @@ class TrainingStepMixin:
 
         def _fire(self, event: Event, **payload: Any) -> dict[str, Any]: ...
         def _get_signature_columns(self) -> list[str]: ...
+        def _get_learning_rate(self) -> float: ...
+
+    def _choose_backward_kwargs(self) -> None:
+        """Decide, once per ``train()``, what every backward passes to accelerate (HF's rules)."""
+        self._backward_kwargs = backward_kwargs(self.args.optim, self.is_deepspeed_enabled, self._get_learning_rate)
 
     def _run_training_step(self, model: nn.Module, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
         """``training_step`` bracketed by the after-backward event (the state calls this)."""
@@ -96,11 +104,11 @@ class TrainingStepMixin:
             loss = loss * share.to(loss.dtype)
         elif not scaled and self.current_gradient_accumulation_steps != 1:
             loss = loss / self.current_gradient_accumulation_steps
-        if self.is_deepspeed_enabled:
-            # the loss is already scaled for accumulation here; DeepSpeed must not divide again (as HF)
-            self.accelerator.backward(loss, scale_wrt_gas=False)
-        else:
+        extra = self._backward_kwargs  # chosen once per train(): LOMO's learning rate, DeepSpeed's scaling
+        if extra is None:
             self.accelerator.backward(loss)
+        else:
+            self.accelerator.backward(loss, **extra())
         return loss.detach()
 
     def compute_loss(
