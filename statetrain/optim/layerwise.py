@@ -44,11 +44,24 @@ class LayerWiseDummyOptimizer(torch.optim.Optimizer):
 
 
 class LayerWiseDummyScheduler(LRScheduler):
-    """Stands in for the per-parameter schedules; ``get_lr`` lists every parameter optimizer's rate."""
+    """Stands in for the per-parameter schedules; ``get_lr`` lists every parameter optimizer's rate.
+
+    ``step`` only records them (the dummy's one group and ``get_last_lr`` take the first): torch
+    2.13's own ``step`` zips the rates with the dummy's one group strictly, which makes HF 5.24's
+    stand-in fail on its first step (a deliberate difference, docs/differences.md).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.default_lr = kwargs["lr"]
         super().__init__(LayerWiseDummyOptimizer(**kwargs), -1)
+
+    def step(self, epoch: int | None = None) -> None:
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        self.last_epoch += 1
+        rates = self.get_lr()
+        group = self.optimizer.param_groups[0]
+        group["lr"] = rates[0] if rates else self.default_lr
+        self._last_lr = [group["lr"]]
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         optimizers = getattr(self.optimizer, "optimizer_dict", None)
@@ -56,7 +69,7 @@ class LayerWiseDummyScheduler(LRScheduler):
             return [self.default_lr]
         return list(itertools.chain.from_iterable([g["lr"] for g in o.param_groups] for o in optimizers.values()))
 
-    def _get_closed_form_lr(self) -> list[float]:
+    def _get_closed_form_lr(self) -> list[Any]:
         return list(self.base_lrs)
 
 
@@ -100,8 +113,8 @@ def layerwise(
     name = ctx.name
     if ctx.args.gradient_accumulation_steps != 1:
         raise ValueError(
-            f"Layerwise {name} does not support gradient accumulation! (optim={name!r} steps each parameter as "
-            f"soon as its gradient exists; gradient_accumulation_steps={ctx.args.gradient_accumulation_steps} must be 1)"
+            f"Layerwise {name} does not support gradient accumulation! (optim={name!r} steps each parameter as soon "
+            f"as its gradient exists; set gradient_accumulation_steps=1, not {ctx.args.gradient_accumulation_steps})"
         )
     optimizer_dict: dict[torch.Tensor, torch.optim.Optimizer] = {}
     for group in groups:
