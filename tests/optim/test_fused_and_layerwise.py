@@ -240,3 +240,21 @@ def test_create_scheduler_outside_train_schedules_each_parameter(tmp_path: Any) 
     theirs = dict(ref.model.named_parameters())
     for name, param in ours.model.named_parameters():
         assert torch.allclose(param, theirs[name], atol=1e-6, rtol=0), name
+
+
+@pytest.mark.parametrize("name", ["adamw_torch", "lomo"])
+def test_backward_and_step_are_chosen_once_per_train(name: str, tmp_path: Any) -> None:
+    """Every other optimizer keeps the plain backward and the direct step of the inner optimizer (no
+    per-step check added); LOMO's backward gets the current learning rate and its step goes through
+    accelerate's wrapper, which skips it."""
+    args = statetrain.TrainingArguments(str(tmp_path), **{**_options(name), "max_steps": 2, "use_cpu": True})
+    trainer = statetrain.Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(8))
+    trainer.train()
+    stepped = trainer._run.step_optimizer
+    if name == "adamw_torch":
+        assert trainer._backward_kwargs is None
+        assert type(stepped) is torch.optim.AdamW
+    else:
+        assert trainer._backward_kwargs is not None
+        assert trainer._backward_kwargs() == {"learning_rate": trainer._get_learning_rate()}
+        assert stepped is trainer.optimizer and type(stepped.optimizer).__name__ == "Lomo"
