@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,11 +87,37 @@ def configure_process_logging(args: Any) -> None:
     """HF's per-process log level: ``log_level`` on the main process, ``log_level_replica`` elsewhere.
 
     Only applied with several processes (or an explicit ``log_level``), so a one-process run keeps
-    whatever level the application set on the ``statetrain`` logger.
+    whatever level the application set on the ``statetrain`` logger. A level that is not
+    "passive" also becomes transformers' verbosity when transformers is in use, as HF's Trainer
+    sets it: it governs the messages HF's users know from it (see ``hf_facing_logger``).
     """
     if world_size_of(args) <= 1 and getattr(args, "log_level", "passive") == "passive":
         return
-    logging.getLogger("statetrain").setLevel(args.get_process_log_level())
+    level = args.get_process_log_level()
+    logging.getLogger("statetrain").setLevel(level)
+    chosen = args.log_level if args.should_log else args.log_level_replica
+    hf_logging = _transformers_logging()
+    if hf_logging is not None and chosen != "passive":
+        hf_logging.set_verbosity(level)
+
+
+def hf_facing_logger(fallback: logging.Logger) -> logging.Logger:
+    """The logger for a message HF's Trainer also logs: transformers' own when transformers is in use.
+
+    Its users see (and their tests capture) such messages through transformers' verbosity and
+    handlers; without transformers, ``fallback`` (a ``statetrain`` logger) carries them.
+    """
+    hf_logging = _transformers_logging()
+    return fallback if hf_logging is None else hf_logging.get_logger("transformers.trainer")
+
+
+def _transformers_logging() -> Any:
+    """``transformers.utils.logging`` when the application has imported transformers, else None."""
+    if "transformers" not in sys.modules:
+        return None
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging
 
 
 def agree_everywhere(args: Any, flag: bool) -> bool:

@@ -22,6 +22,7 @@ from torch import nn
 
 from statetrain.distributed.accelerator import build_accelerator
 from statetrain.distributed.plugins import deepspeed_dtype
+from statetrain.distributed.processes import hf_facing_logger
 from statetrain.engine.plan import plan_training
 
 if TYPE_CHECKING:
@@ -102,22 +103,23 @@ class ReportingMixin:
         self.state.save_to_json(folder / "trainer_state.json")
 
     def _log_training_banner(self, plan: TrainingPlan, resuming_at: int | None) -> None:
-        """HF's "Running training" summary, logged at INFO before the first step."""
+        """HF's "Running training" summary, logged at INFO before the first step, where HF logs it."""
         args = self.args
-        logger.info("***** Running training *****")
-        logger.info("  Num examples = %s", f"{plan.num_examples:,}")
-        logger.info("  Num Epochs = %s", f"{plan.num_train_epochs:,}")
-        logger.info("  Num update steps per epoch = %s", f"{plan.num_update_steps_per_epoch:,}")
-        logger.info("  Instantaneous batch size per device = %s", f"{args.per_device_train_batch_size:,}")
-        logger.info(
+        banner = hf_facing_logger(logger)
+        banner.info("***** Running training *****")
+        banner.info("  Num examples = %s", f"{plan.num_examples:,}")
+        banner.info("  Num Epochs = %s", f"{plan.num_train_epochs:,}")
+        banner.info("  Num update steps per epoch = %s", f"{plan.num_update_steps_per_epoch:,}")
+        banner.info("  Instantaneous batch size per device = %s", f"{args.per_device_train_batch_size:,}")
+        banner.info(
             "  Total train batch size (w. parallel, distributed & accumulation) = %s",
             f"{plan.total_train_batch_size:,}",
         )
-        logger.info("  Gradient Accumulation steps = %s", args.gradient_accumulation_steps)
-        logger.info("  Total optimization steps = %s", f"{plan.max_steps:,}")
-        logger.info("  Number of trainable parameters = %s", f"{self.get_num_trainable_parameters():,}")
+        banner.info("  Gradient Accumulation steps = %s", args.gradient_accumulation_steps)
+        banner.info("  Total optimization steps = %s", f"{plan.max_steps:,}")
+        banner.info("  Number of trainable parameters = %s", f"{self.get_num_trainable_parameters():,}")
         if resuming_at is not None:
-            logger.info("  Resuming training from checkpoint at global step %s", resuming_at)
+            banner.info("  Resuming training from checkpoint at global step %s", resuming_at)
 
 
 class IntrospectionMixin:

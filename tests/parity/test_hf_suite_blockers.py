@@ -115,3 +115,32 @@ def test_persistent_workers_eval_loader_is_built_once(module: Any, tmp_path: Pat
         assert trainer.get_eval_dataloader(regression_rows(4)) is not first
     plain = make(module, tmp_path / "plain")
     assert plain.get_eval_dataloader() is not plain.get_eval_dataloader()
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_log_level_governs_the_banner_on_transformers_logging(module: Any, tmp_path: Path) -> None:
+    """HF's test_log_level: ``log_level`` sets transformers' verbosity, whose handlers show the banner."""
+    import io
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    library_logger = hf_logging.get_logger()
+    before = hf_logging.get_verbosity()
+    shown = {}
+    try:
+        for level in ("debug", "error", "passive"):
+            stream = io.StringIO()
+            handler = logging.StreamHandler(stream)
+            library_logger.addHandler(handler)
+            hf_logging.set_verbosity(logging.INFO)
+            try:
+                make(module, tmp_path / level, log_level=level).train()
+            finally:
+                library_logger.removeHandler(handler)
+            shown[level] = "Running training" in stream.getvalue()
+            if level == "error":
+                assert hf_logging.get_verbosity() == logging.ERROR
+    finally:
+        hf_logging.set_verbosity(before)
+    assert shown == {"debug": True, "error": False, "passive": True}

@@ -238,11 +238,21 @@ def test_memory_metrics_as_hf(tmp_path: Any) -> None:
     assert not any("_mem_" in k for k in Trainer(model=TinyRegressor(), args=args).evaluate(regression_rows(4)))
 
 
-def test_running_training_banner(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_running_training_banner(tmp_path: Any) -> None:
+    """Logged where HF logs it (transformers' ``transformers.trainer``), shown at transformers' INFO."""
     args = TrainingArguments(str(tmp_path), **BASE)
-    with caplog.at_level(logging.INFO, logger="statetrain"):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    hf_logger = transformers.utils.logging.get_logger("transformers.trainer")
+    before = transformers.utils.logging.get_verbosity()
+    hf_logger.addHandler(handler)
+    transformers.utils.logging.set_verbosity_info()
+    try:
         Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(8)).train()
-    text = caplog.text
+    finally:
+        hf_logger.removeHandler(handler)
+        transformers.utils.logging.set_verbosity(before)
+    text = stream.getvalue()
     assert "***** Running training *****" in text
     assert "Total optimization steps = 2" in text and "Num examples = 8" in text
 
