@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from statetrain.distributed.processes import hf_facing_logger
+
 if TYPE_CHECKING:
     from statetrain.context.run import Run
 
@@ -50,8 +52,9 @@ def track_num_input_tokens(trainer: Any, run: Run, inputs: Any) -> None:
         else:
             _warn_once(
                 trainer,
-                "include_num_input_tokens_seen='non_padding' needs an attention_mask or a processing_class "
-                "with a pad_token_id; counting all tokens instead",
+                "Could not determine method to count non-padding tokens, falling back to counting all tokens. "
+                "(include_num_input_tokens_seen='non_padding' needs an attention_mask in the batch or a "
+                "processing_class with a pad_token_id.)",
             )
             tokens = inputs[main_input].numel()
     else:
@@ -66,4 +69,4 @@ def _warn_once(trainer: Any, message: str) -> None:
     """HF warns on every micro-batch; once per trainer says the same without flooding the log."""
     if message not in trainer._token_count_warnings:
         trainer._token_count_warnings.add(message)
-        logger.warning(message)
+        hf_facing_logger(logger).warning(message)

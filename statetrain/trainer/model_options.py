@@ -1,5 +1,6 @@
 """What the arguments ask of the model itself: a head to train, activation checkpointing,
-compilation and NEFTune embedding noise (HF ``Trainer.__init__``/``train`` semantics).
+compilation, NEFTune embedding noise and special tokens aligned with the tokenizer (HF
+``Trainer.__init__``/``train`` semantics).
 
 The checks run when the Trainer is built (and again for each model ``model_init`` builds), so a
 model that cannot do what the arguments ask fails before any data is loaded, with its class named.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any, cast
@@ -17,7 +20,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from statetrain.distributed.processes import hf_facing_logger
+
 __all__ = [
+    "align_special_tokens",
     "check_model_options",
     "compile_model",
     "enable_activation_checkpointing",
@@ -26,6 +32,8 @@ __all__ = [
     "neftune_post_forward_hook",
     "reject_bare_base_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
@@ -196,3 +204,63 @@ def neftune(model: nn.Module, alpha: float | None) -> Iterator[None]:
         handle.remove()
         if hasattr(embeddings, "neftune_noise_alpha"):
             del embeddings.neftune_noise_alpha
+
+
+def align_special_tokens(model: nn.Module, processing_class: Any) -> None:
+    """Give the model's config and generation config the tokenizer's PAD/BOS/EOS ids, as HF ``train()`` does.
+
+    Fine-tuning often adds tokens (an end-of-turn EOS on a chat model); generation and evaluation
+    must then use them. Only ids the tokenizer defines are set; an EOS list keeps its other ids.
+    """
+    tokenizer = _tokenizer_of(processing_class)
+    config = getattr(model, "config", None)
+    if tokenizer is None or config is None:
+        return
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    generation = getattr(model, "generation_config", None)
+    changed: dict[str, Any] = {}
+    for name, several in (("eos_token_id", True), ("bos_token_id", False), ("pad_token_id", False)):
+        token_id = getattr(tokenizer, name, None)
+        if token_id is not None:
+            _align_token(name, token_id, text_config, generation, changed, several)
+    if changed:
+        hf_facing_logger(logger).warning(
+            "The tokenizer's PAD/BOS/EOS tokens differ from the model config and generation config; "
+            f"both were updated to the tokenizer's values before training: {changed}."
+        )
+
+
+def _tokenizer_of(processing_class: Any) -> Any:
+    """The tokenizer of a transformers tokenizer or processor; None for anything else."""
+    if processing_class is None or "transformers" not in sys.modules:
+        return None
+    from transformers import PreTrainedTokenizerBase, ProcessorMixin
+
+    if isinstance(processing_class, ProcessorMixin):
+        return getattr(processing_class, "tokenizer", None)
+    return processing_class if isinstance(processing_class, PreTrainedTokenizerBase) else None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _align_token(
+    name: str, token_id: int, config: Any, generation: Any, changed: dict[str, Any], several: bool
+) -> None:
+    """Set one id on both configs unless both hold it already; with ``several`` (EOS) lists only grow."""
+    held = getattr(config, name, None)
+    generated = _as_list(getattr(generation, name, None)) if generation is not None else []
+    if token_id in _as_list(held) and (generation is None or token_id in generated):
+        return
+    changed[name] = token_id
+    if several and isinstance(held, list):
+        setattr(config, name, [token_id, *(t for t in held if t != token_id)])
+    else:
+        setattr(config, name, token_id)
+    if generation is None:
+        return
+    if several:
+        setattr(generation, name, [token_id, *(t for t in generated if t is not None and t != token_id)])
+    else:
+        setattr(generation, name, token_id)

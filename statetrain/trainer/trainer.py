@@ -64,6 +64,7 @@ from statetrain.trainer.helpers import IntrospectionMixin, ReportingMixin
 from statetrain.trainer.hp_search import HyperparameterSearchMixin
 from statetrain.trainer.hub import HubMixin
 from statetrain.trainer.model_options import (
+    align_special_tokens,
     check_model_options,
     compile_model,
     enable_activation_checkpointing,
@@ -337,6 +338,7 @@ class Trainer(
             self._check_resume_compatible(checkpoint)  # refuse before anything of this Trainer changes
             load_model_weights(self.model, checkpoint)  # before prepare, as HF
         enable_activation_checkpointing(self.model, args)
+        align_special_tokens(self.model, self.processing_class)  # new fine-tuning tokens reach the configs
 
         def attempt() -> Run:
             """One run at ``self._train_batch_size``; ``auto_find_batch_size`` repeats it smaller on OOM."""

@@ -144,3 +144,54 @@ def test_log_level_governs_the_banner_on_transformers_logging(module: Any, tmp_p
     finally:
         hf_logging.set_verbosity(before)
     assert shown == {"debug": True, "error": False, "passive": True}
+
+
+def test_tokenizer_special_tokens_reach_both_configs_at_train(tmp_path: Path) -> None:
+    """HF's test_special_token_alignment, offline: new PAD/BOS/EOS tokens reach config and generation config."""
+    from tests.checkpoint.gpt2_runs import lm_args, lm_rows, tiny_gpt2
+    from tests.parity.scripts.hf_style import local_tokenizer
+
+    seen = []
+    for module in LIBRARIES:
+        tokenizer = local_tokenizer()
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_end|>", "<|im_start|>"]})
+        tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token = "<|im_end|>", "<|im_end|>", "<|im_start|>"
+        model = tiny_gpt2()  # its config and generation config say 0 for BOS and EOS, nothing for PAD
+        args = lm_args(module, str(tmp_path / module.__name__), max_steps=1)
+        trainer = module.Trainer(model=model, args=args, train_dataset=lm_rows(4), processing_class=tokenizer)
+        trainer.train()
+        config, generation = model.config, model.generation_config
+        ids = ("eos_token_id", "bos_token_id", "pad_token_id")
+        seen.append([getattr(config, n) for n in ids] + [getattr(generation, n) for n in ids])
+        assert config.eos_token_id == tokenizer.eos_token_id and config.pad_token_id == tokenizer.pad_token_id
+    assert seen[0] == seen[1]
+    assert seen[1][3] == [seen[1][0], 0]  # the generation config keeps its old EOS as a second stop token
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_non_padding_count_fallback_warns_where_hf_does(module: Any, tmp_path: Path) -> None:
+    """HF's test_include_num_input_tokens_seen case 3: no mask, no pad token: all tokens, HF's warning."""
+    import io
+    import logging
+
+    from tests.checkpoint.gpt2_runs import lm_args, lm_rows, tiny_gpt2
+    from tests.parity.scripts.hf_style import local_tokenizer
+
+    tokenizer = local_tokenizer()
+    tokenizer.pad_token = None
+    args = lm_args(module, str(tmp_path), max_steps=1, include_num_input_tokens_seen="non_padding")
+    rows = lm_rows(8)
+    collate = transformers.default_data_collator  # HF's default would pad, which needs a pad token
+    trainer = module.Trainer(
+        model=tiny_gpt2(), args=args, train_dataset=rows, processing_class=tokenizer, data_collator=collate
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    hf_logger = logging.getLogger("transformers.trainer")
+    hf_logger.addHandler(handler)
+    try:
+        trainer.train()
+    finally:
+        hf_logger.removeHandler(handler)
+    assert "Could not determine method to count non-padding tokens" in stream.getvalue()
+    assert trainer.state.num_input_tokens_seen == 8 * 12  # one step of two micro-batches of 4 rows
