@@ -20,6 +20,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from statetrain.checkpoint.peft_adapter import is_peft_model
 from statetrain.distributed.processes import hf_facing_logger
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "neftune",
     "neftune_post_forward_hook",
     "reject_bare_base_model",
+    "reject_untrainable_quantized",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,31 @@ def reject_bare_base_model(model: nn.Module) -> None:
             "through an AutoModelFor... class (AutoModelForCausalLM, AutoModelForSequenceClassification, "
             "...; see https://huggingface.co/docs/transformers/model_doc/auto)."
         )
+
+
+def reject_untrainable_quantized(model: nn.Module) -> None:
+    """Refuse a quantized transformers model that cannot be fine-tuned, when the Trainer is built (HF's rules).
+
+    Quantized weights do not train: adapters (PEFT) must carry the training, unless the quantization
+    method trains itself (QAT); a compiled quantized model cannot be fine-tuned at all.
+    """
+    if not getattr(model, "is_quantized", False) or getattr(model, "_hf_peft_config_loaded", False):
+        return
+    name = type(model).__name__
+    if hasattr(model, "_orig_mod"):
+        raise ValueError(
+            f"{name} is a quantized model compiled with torch.compile, which cannot be fine-tuned: pass the "
+            "model to the Trainer before torch.compile"
+        )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if not is_peft_model(model) and not getattr(quantizer, "is_qat_trainable", False):
+        raise ValueError(
+            f"{name} is quantized and has no trainable adapters: quantized weights cannot be fine-tuned. "
+            "Attach adapters first (peft.get_peft_model), see https://huggingface.co/docs/transformers/peft"
+        )
+    if quantizer is None or not quantizer.is_trainable:
+        method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", "its quantization method")
+        raise ValueError(f"{name} is quantized with {method}, which does not support training")
 
 
 def input_embeddings(model: nn.Module) -> nn.Module:

@@ -70,6 +70,7 @@ from statetrain.trainer.model_options import (
     enable_activation_checkpointing,
     neftune,
     reject_bare_base_model,
+    reject_untrainable_quantized,
 )
 from statetrain.trainer.optimization import OptimizationMixin
 from statetrain.trainer.training_data import TrainingDataMixin
@@ -185,6 +186,7 @@ class Trainer(
         else:
             self.model_init = None
         reject_bare_base_model(model)
+        reject_untrainable_quantized(model)
         self.model = model.to(self.args.device)
         self.model_wrapped = self.model
         self._inspect_model(self.model)

@@ -195,3 +195,28 @@ def test_non_padding_count_fallback_warns_where_hf_does(module: Any, tmp_path: P
         hf_logger.removeHandler(handler)
     assert "Could not determine method to count non-padding tokens" in stream.getvalue()
     assert trainer.state.num_input_tokens_seen == 8 * 12  # one step of two micro-batches of 4 rows
+
+
+@pytest.mark.parametrize("module", LIBRARIES, ids=lambda m: m.__name__)
+def test_untrainable_quantized_models_are_refused_when_built(module: Any, tmp_path: Path) -> None:
+    """HF's test_bnb_compile, offline: a compiled 4-bit PEFT model, or one without adapters, is refused."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+
+    def quantized() -> Any:
+        quantization = BitsAndBytesConfig(load_in_4bit=True)
+        return AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", quantization_config=quantization)
+
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    args = module.TrainingArguments(str(tmp_path / "out"), report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match=r"torch\.compile"):
+        module.Trainer(torch.compile(get_peft_model(quantized(), lora)), args)
+    with pytest.raises(ValueError, match=r"adapters"):
+        module.Trainer(quantized(), args)
+    module.Trainer(get_peft_model(quantized(), lora), args)  # adapters on top: accepted
