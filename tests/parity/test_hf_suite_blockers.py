@@ -127,6 +127,8 @@ def test_log_level_governs_the_banner_on_transformers_logging(module: Any, tmp_p
 
     library_logger = hf_logging.get_logger()
     before = hf_logging.get_verbosity()
+    statetrain_logger = logging.getLogger("statetrain")
+    statetrain_before = statetrain_logger.level  # log_level="error" sets it too; later tests read it
     shown = {}
     try:
         for level in ("debug", "error", "passive"):
@@ -143,6 +145,7 @@ def test_log_level_governs_the_banner_on_transformers_logging(module: Any, tmp_p
                 assert hf_logging.get_verbosity() == logging.ERROR
     finally:
         hf_logging.set_verbosity(before)
+        statetrain_logger.setLevel(statetrain_before)
     assert shown == {"debug": True, "error": False, "passive": True}
 
 
