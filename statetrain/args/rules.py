@@ -234,6 +234,8 @@ def _derive_defaults(args: TrainingArguments) -> None:
         args.report_to = []
     elif isinstance(args.report_to, str):
         args.report_to = [args.report_to]
+    if args.report_to != ["all"] and _kubeflow_available() and "kubeflow" not in args.report_to:
+        args.report_to = [*args.report_to, "kubeflow"]  # HF: inside a Kubeflow TrainJob, always report to it
 
     if args.torch_compile_mode is not None or args.torch_compile_backend is not None:
         args.torch_compile = True
@@ -341,3 +343,10 @@ def check_allow_changed(value: Any) -> list[str]:
         elif name not in ALLOWABLE_CHANGES:
             problems.append(f"resume_allow_changed: unknown name {name!r}; choose from {list(ALLOWABLE_CHANGES)}")
     return problems
+
+
+def _kubeflow_available() -> bool:
+    """The Kubeflow controller's URL is set and the integration not disabled (HF ``is_kubeflow_available``)."""
+    if os.environ.get("DISABLE_KUBEFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
+        return False
+    return os.environ.get("KUBEFLOW_TRAINER_SERVER_URL") is not None

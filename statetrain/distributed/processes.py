@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from statetrain.events.hf_loggers import transformers_logging
 
 if TYPE_CHECKING:
     from statetrain.context.run import Run
@@ -96,28 +97,9 @@ def configure_process_logging(args: Any) -> None:
     level = args.get_process_log_level()
     logging.getLogger("statetrain").setLevel(level)
     chosen = args.log_level if args.should_log else args.log_level_replica
-    hf_logging = _transformers_logging()
+    hf_logging = transformers_logging()
     if hf_logging is not None and chosen != "passive":
         hf_logging.set_verbosity(level)
-
-
-def hf_facing_logger(fallback: logging.Logger) -> logging.Logger:
-    """The logger for a message HF's Trainer also logs: transformers' own when transformers is in use.
-
-    Its users see (and their tests capture) such messages through transformers' verbosity and
-    handlers; without transformers, ``fallback`` (a ``statetrain`` logger) carries them.
-    """
-    hf_logging = _transformers_logging()
-    return fallback if hf_logging is None else hf_logging.get_logger("transformers.trainer")
-
-
-def _transformers_logging() -> Any:
-    """``transformers.utils.logging`` when the application has imported transformers, else None."""
-    if "transformers" not in sys.modules:
-        return None
-    from transformers.utils import logging as hf_logging
-
-    return hf_logging
 
 
 def agree_everywhere(args: Any, flag: bool) -> bool:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from statetrain.events.event import FLAGS_CLEARED_BEFORE, REPLACEABLE, Event
+from statetrain.events.event import FLAGS_CLEARED_BEFORE, HF_EVENTS, REPLACEABLE, Event
 from statetrain.events.filters import EventFilter, FilteredEvent, make_filter
+from statetrain.events.hf_loggers import CALLBACKS, hf_facing_logger
 
 NOOP_MARKER = "__statetrain_noop__"
 logger = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class EventBus:
         self.active: frozenset[Event] = frozenset(FLAGS_CLEARED_BEFORE)
         """Events a fire does anything for (a handler, or HF flags to clear); others may be skipped whole."""
         self._seq = 0
+        self.refs: Mapping[str, Any] = {}
+        """What HF's ``CallbackHandler`` passes every callback (model, optimizer, ...): the Trainer's
+        references, used when code calls an event method (``bus.on_log(args, state, control, logs=...)``)."""
 
     # --- registration -------------------------------------------------------------------------
     def add_callback(self, callback: Any, priority: int = 0) -> Any:
@@ -127,10 +131,10 @@ class EventBus:
         instance = callback() if isinstance(callback, type) else callback
         if any(type(existing) is type(instance) for existing in self.callbacks):
             listed = "\n".join(type(existing).__name__ for existing in self.callbacks)
-            logger.warning(
-                "You are adding a %s to the callbacks, but there is already one. The current list of callbacks is:\n%s",
-                type(instance).__name__,
-                listed,
+            # formatted here, as HF does: HF's tests read the message from the logger call itself
+            hf_facing_logger(logger, CALLBACKS).warning(
+                f"You are adding a {type(instance).__name__} to the callbacks, but there is already one. "
+                f"The current list of callbacks is:\n{listed}"
             )
         self._objects.append((instance, priority, self._next_seq()))
         self._rebuild()
@@ -267,6 +271,10 @@ class EventBus:
                     control = result
         return control
 
+    def call_event(self, event: str, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        """HF ``CallbackHandler.call_event``: fire the event named ``event`` and return the control."""
+        return self.fire(Event(event), args, state, control, self.refs, kwargs)
+
     # --- internals ----------------------------------------------------------------------------
     def _next_seq(self) -> int:
         self._seq += 1
@@ -336,3 +344,16 @@ def register_all(bus: EventBus, callbacks: Iterable[Any]) -> None:
     """Add several callback objects (or classes) in order."""
     for callback in callbacks:
         bus.add_callback(callback)
+
+
+def _event_method(event: Event) -> Callable[..., Any]:
+    def method(self: EventBus, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        return self.fire(event, args, state, control, self.refs, kwargs)
+
+    method.__name__ = event.value
+    method.__doc__ = f"HF ``CallbackHandler.{event.value}``: fire it on every subscriber, return the control."
+    return method
+
+
+for _event in HF_EVENTS:  # HF code calls ``trainer.callback_handler.on_log(args, state, control, logs=...)``
+    setattr(EventBus, _event.value, _event_method(_event))

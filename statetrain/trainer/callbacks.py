@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from statetrain.events.bus import EventBus, Handler
 from statetrain.events.event import Event
 from statetrain.events.filters import FilteredEvent
+from statetrain.events.hf_loggers import hf_facing_logger
 
 if TYPE_CHECKING:
     from statetrain.context.state import TrainerControl, TrainerState
@@ -80,6 +81,10 @@ class CallbackMixin:
             name: items[0] if len(items) == 1 else items for name, items in entries.items()
         }
 
+    def _load_callback_state(self) -> None:
+        """HF's private hook, which HF code and tests call: restore callback states from ``self.state``."""
+        self._restore_callback_states(self.state)
+
     def _restore_callback_states(self, state: TrainerState) -> None:
         """Bring stored ``ExportableState`` callbacks back (see the module docstring for the rules)."""
         from statetrain.callbacks.early_stopping import EarlyStoppingCallback
@@ -88,9 +93,9 @@ class CallbackMixin:
         live = [c for c in [*self.bus.callbacks, self.control] if _is_exportable(c)]
         unmatched = sorted(name for name in state.stateful_callbacks if name not in {type(c).__name__ for c in live})
         if restore_all and unmatched:
-            logger.warning(
-                "The checkpoint holds the state of callbacks this Trainer does not have; ignoring them: %s",
-                ", ".join(unmatched),
+            hf_facing_logger(logger).warning(
+                "The checkpoint holds the state of callbacks this Trainer does not have; ignoring them: "
+                + ", ".join(unmatched)
             )
         seen: dict[str, int] = {}
         for callback in live:

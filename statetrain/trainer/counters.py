@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from statetrain.distributed.processes import hf_facing_logger
+from statetrain.events.hf_loggers import hf_facing_logger
 
 if TYPE_CHECKING:
     from statetrain.context.run import Run

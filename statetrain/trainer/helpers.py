@@ -22,8 +22,8 @@ from torch import nn
 
 from statetrain.distributed.accelerator import build_accelerator
 from statetrain.distributed.plugins import deepspeed_dtype
-from statetrain.distributed.processes import hf_facing_logger
 from statetrain.engine.plan import plan_training
+from statetrain.events.hf_loggers import hf_facing_logger
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader

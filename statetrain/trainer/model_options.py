@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from statetrain.checkpoint.peft_adapter import is_peft_model
-from statetrain.distributed.processes import hf_facing_logger
+from statetrain.events.hf_loggers import hf_facing_logger
 
 __all__ = [
     "align_special_tokens",

@@ -221,6 +221,7 @@ class Trainer(
             "train_dataloader": None,
             "eval_dataloader": None,
         }
+        self.bus.refs = self.callback_refs  # the same dict: what the Trainer updates, handlers called by name see
         # HF's order: the flow, the report_to integrations, then the user's callbacks
         for callback in [DefaultFlowCallback, *reporting_callbacks(self.args.report_to), *(callbacks or [])]:
             self.bus.add_callback(callback)

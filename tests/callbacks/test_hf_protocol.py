@@ -79,6 +79,45 @@ def test_a_second_callback_of_one_class_is_warned_about(tmp_path: Any, caplog: p
     assert "DefaultFlowCallback\nStepCounter\nPrinterCallback" in caplog.text
 
 
+def test_with_transformers_loaded_the_warnings_go_through_its_loggers(tmp_path: Any) -> None:
+    # what transformers' own tests patch (test_duplicate_callback_warning, test_missing_stateful_callback_warning)
+    transformers = pytest.importorskip("transformers")
+    assert transformers.trainer_callback.logger is logging.getLogger("transformers.trainer_callback")
+    with mock.patch("transformers.trainer_callback.logger.warning") as warned:
+        trainer_with(tmp_path / "duplicate", [StepCounter, StepCounter])
+    assert warned.called and "StepCounter" in warned.call_args[0][0]
+    checkpoint = saved_run(tmp_path / "first")
+    with mock.patch("transformers.trainer.logger.warning") as warned:
+        resume(tmp_path / "second", checkpoint, [], restore=True)
+    assert any("Remembers" in call[0][0] for call in warned.call_args_list)
+
+
+def test_handler_methods_fire_the_event_as_hfs_callback_handler(tmp_path: Any) -> None:
+    trainer = trainer_with(tmp_path, [StepCounter()])
+    spy = mock.Mock(spec=TrainerCallback)
+    for name in ("on_push_begin", "on_log", "on_step_begin"):
+        getattr(spy, name).return_value = None  # a handler's non-None return replaces the control, as in HF
+    trainer.add_callback(spy)
+    control = trainer.callback_handler.on_push_begin(trainer.args, trainer.state, trainer.control)
+    assert spy.on_push_begin.call_count == 1 and control is trainer.control
+    assert spy.on_push_begin.call_args.kwargs["model"] is trainer.model  # HF passes the references too
+    trainer.callback_handler.call_event("on_log", trainer.args, trainer.state, trainer.control, logs={"a": 1.0})
+    assert spy.on_log.call_args.kwargs["logs"] == {"a": 1.0}
+    trainer.control.should_log = True
+    trainer.callback_handler.on_step_begin(trainer.args, trainer.state, trainer.control)
+    assert not trainer.control.should_log  # the flags HF's handler clears at step begin
+
+
+def test_load_callback_state_restores_the_stored_control(tmp_path: Any) -> None:
+    trainer = trainer_with(tmp_path, [], save_strategy="steps", save_steps=2)
+    trainer.train()
+    again = trainer_with(tmp_path, [], restore_callback_states_from_checkpoint=True)
+    again.state = type(trainer.state).load_from_json(str(tmp_path / "checkpoint-2" / "trainer_state.json"))
+    assert not again.control.should_training_stop
+    again._load_callback_state()
+    assert again.control.should_training_stop  # HF's private hook, as transformers' test_trainer_callback calls it
+
+
 class Remembers(TrainerCallback, ExportableState):
     """An exportable callback with constructor arguments and a counter."""
 

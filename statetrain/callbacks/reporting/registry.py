@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from statetrain.callbacks.reporting.to_kubeflow import kubeflow_available
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,9 +29,12 @@ class Integration:
     name: str
     callback: str  # "module:Class" under statetrain.callbacks.reporting
     package: str | None  # what to pip install; None when nothing is needed
+    in_all: bool = True  # part of report_to="all" when available
 
     def available(self) -> bool:
         """Installed (found without importing it: "all" must not pay every tracker's import time)."""
+        if self.name == "kubeflow":
+            return kubeflow_available()
         if self.package is None:
             return True
         if self.name == "mlflow" and os.environ.get("DISABLE_MLFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
@@ -60,15 +65,14 @@ INTEGRATIONS: dict[str, Integration] = {
         Integration("wandb", "to_wandb:WandbCallback", "wandb"),
         Integration("codecarbon", "emissions:CodeCarbonCallback", "codecarbon"),
         Integration("trackio", "to_trackio:TrackioCallback", "trackio"),
-        Integration("jsonl", "files:JsonLinesCallback", None),
-        Integration("csv", "files:CsvCallback", None),
+        Integration("kubeflow", "to_kubeflow:KubeflowCallback", None),
+        Integration("jsonl", "files:JsonLinesCallback", None, in_all=False),
+        Integration("csv", "files:CsvCallback", None, in_all=False),
     )
 }
 
 # HF integrations statetrain does not implement: refused by name rather than called unknown.
-HF_ONLY = frozenset(
-    ["azure_ml", "comet_ml", "clearml", "dagshub", "dvclive", "flyte", "kubeflow", "neptune", "swanlab"]
-)
+HF_ONLY = frozenset(["azure_ml", "comet_ml", "clearml", "dagshub", "dvclive", "flyte", "neptune", "swanlab"])
 
 
 def resolve_report_to(report_to: str | Sequence[str] | None) -> list[str]:
@@ -79,7 +83,7 @@ def resolve_report_to(report_to: str | Sequence[str] | None) -> list[str]:
     if names in (["none"], []):
         return []
     if names == ["all"]:
-        return [item.name for item in INTEGRATIONS.values() if item.package is not None and item.available()]
+        return [item.name for item in INTEGRATIONS.values() if item.in_all and item.available()]
     for name in names:
         _check_name(name, names)
     return list(dict.fromkeys(names))
@@ -103,6 +107,11 @@ def _check_name(name: str, names: list[str]) -> None:
         raise ValueError(
             "TrainingArguments.report_to names 'mlflow', but DISABLE_MLFLOW_INTEGRATION=TRUE is set; unset it "
             "or leave 'mlflow' out"
+        )
+    if name == "kubeflow" and not item.available():
+        raise ValueError(
+            "TrainingArguments.report_to names 'kubeflow', but KUBEFLOW_TRAINER_SERVER_URL is not set (or "
+            "DISABLE_KUBEFLOW_INTEGRATION=TRUE is): the Kubeflow controller sets it inside a TrainJob"
         )
     if not item.available():
         raise ImportError(
