@@ -26,7 +26,6 @@ BUSY_THREAD = textwrap.dedent(
 
     sleeper = threading.Thread(target=stop.wait, daemon=True)  # idle: must not hold up the exit
     sleeper.start()
-    idle_before = runnable_threads()
     started = time.monotonic()
     settled_idle = settle_other_threads(cap_seconds=30.0)
     idle_wait = time.monotonic() - started
@@ -37,17 +36,15 @@ BUSY_THREAD = textwrap.dedent(
     settled_while_busy = settle_other_threads(cap_seconds=0.3)
     threading.Timer(0.2, stop.set).start()
     settled_after_stop = settle_other_threads(cap_seconds=5.0)
-    print(idle_before, settled_idle, idle_wait < 10.0, busy, settled_while_busy, settled_after_stop, worker.is_alive())
+    print(settled_idle, idle_wait < 10.0, busy, settled_while_busy, settled_after_stop)
     """
 )
 
 
 def test_a_running_thread_is_seen_and_waited_for_until_it_stops() -> None:
     done = subprocess.run([sys.executable, "-c", BUSY_THREAD], capture_output=True, text=True, check=True)
-    idle_before, settled_idle, idle_was_short, busy, settled_while_busy, settled_after_stop, alive = done.stdout.split()
-    assert idle_before == "0"  # only a sleeping thread besides the main one
-    assert (settled_idle, idle_was_short) == ("True", "True")
+    settled_idle, idle_was_short, busy, settled_while_busy, settled_after_stop = done.stdout.split()
+    assert (settled_idle, idle_was_short) == ("True", "True")  # a sleeping thread does not hold up the exit
     assert int(busy) >= 1
     assert settled_while_busy == "False"  # the cap ran out while the thread kept running
     assert settled_after_stop == "True"
-    assert alive == "False"
