@@ -256,11 +256,23 @@ class NonFiniteWatch:
                 continue
             self._warned.add(kind)
             name = "training loss" if kind == "loss" else "gradient norm"
+            policy = getattr(run.args, "nan_inf_policy", "filter")
             warnings.warn(
-                f"the {name} was NaN or infinite at step {step} (global_step {step}); with nan_inf_policy="
-                f"{getattr(run.args, 'nan_inf_policy', 'filter')!r} the weights may no longer be finite, and "
-                "checkpoints with non-finite weights are not saved. Use nan_inf_policy='skip' or 'stop' to keep "
-                "such updates out of the weights (see docs/checkpoints.md, 'What can go wrong')",
+                f"the {name} was NaN or infinite at step {step} (global_step {step}); {_consequence(kind, policy)} "
+                "(see docs/checkpoints.md, 'What can go wrong')",
                 NonFiniteWarning,
                 stacklevel=2,
             )
+
+
+def _consequence(kind: str, policy: str) -> str:
+    """What the non-finite value did to the run under ``policy``, and what to do about it."""
+    if kind == "loss" and policy != "filter":
+        return f"with nan_inf_policy={policy!r} that step's update was kept out of the weights"
+    consequence = (
+        f"with nan_inf_policy={policy!r} the weights may no longer be finite, and checkpoints with non-finite "
+        "weights are not saved"
+    )
+    if policy == "filter":
+        consequence += "; use nan_inf_policy='skip' or 'stop' to keep such updates out of the weights"
+    return consequence

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from statetrain import Trainer, TrainingArguments
-from statetrain.optim.loss import NonFiniteLossError
+from statetrain.optim.loss import NonFiniteLossError, NonFiniteWarning
 from tests.helpers import TinyRegressor, regression_rows
 
 POISONED_STEP = 2
@@ -85,9 +85,11 @@ def test_skip_leaves_the_parameters_and_optimizer_untouched_and_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     trainer, recorder = make_trainer(tmp_path, "skip")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), pytest.warns(NonFiniteWarning) as warned:
         output = trainer.train()
     assert output.global_step == 3
+    (said,) = [str(w.message) for w in warned if "training loss" in str(w.message)]
+    assert "update was kept out of the weights" in said and "use nan_inf_policy" not in said  # no advice to pick skip
     steps = recorder.after_step
     assert same(steps[POISONED_STEP], steps[POISONED_STEP - 1])
     assert all_finite(steps[3]) and not same(steps[3], steps[2])
