@@ -71,9 +71,10 @@ class EvaluationMixin:
         if eval_dataset is None and self.eval_dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         # with persistent workers the loader of the Trainer's own eval dataset (or of one named part
-        # of it) is built once, as in HF, so its workers live on between evaluations; a dataset
-        # passed in is a new one and gets its own loader
-        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if eval_dataset is None else None
+        # of it, or the same dataset object passed in) is built once, as in HF, so its workers live
+        # on between evaluations; another dataset passed in gets its own loader
+        own = eval_dataset is None or eval_dataset is self.eval_dataset
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if own else None
         persistent = bool(self.args.dataloader_persistent_workers) and key is not None
         cache: dict[str, DataLoader[Any]] = self.__dict__.setdefault("_eval_dataloaders", {})
         if persistent and key in cache:
