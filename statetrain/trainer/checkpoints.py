@@ -163,6 +163,11 @@ class CheckpointMixin:
             "save_only_model": bool(self.args.save_only_model),
         }
 
+    def _get_output_dir(self, trial: Any = None) -> str:
+        """HF's hook: the folder checkpoints go to; during a search ``output_dir`` already is the trial's."""
+        del trial
+        return str(self.args.output_dir)
+
     def _save_checkpoint(self, run: Run) -> Path | None:
         """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest).
 

@@ -64,6 +64,7 @@ class EvaluationMixin:
         def compute_loss_context_manager(self) -> Any: ...
         def _get_num_items_in_batch(self, batches: list[Any], device: Any) -> Any: ...
         def num_examples(self, dataloader: Any) -> int: ...
+        def _step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None: ...
 
     # --- data ---------------------------------------------------------------------------------
     def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader[Any]:
@@ -109,6 +110,20 @@ class EvaluationMixin:
                 params["sampler"] = SequentialSampler(dataset)
             params["drop_last"] = self.args.dataloader_drop_last
         return self.accelerator.prepare(DataLoader(dataset, **params))
+
+    def _evaluate(
+        self, trial: Any = None, ignore_keys_for_eval: list[str] | None = None, skip_scheduler: bool = False
+    ) -> dict[str, float]:
+        """HF's mid-training evaluation: ``evaluate``, then a metric-driven schedule steps on the metric.
+
+        The evaluate state goes through it, so a subclass overriding it (or a test patching it, as
+        HF's own tests do) changes the metrics training acts on, as with HF.
+        """
+        del trial  # a trial is reported to the search through the bus, not from here
+        metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if not skip_scheduler:
+            self._step_scheduler_on_metrics(metrics)
+        return metrics
 
     # --- public API ---------------------------------------------------------------------------
     def evaluate(
