@@ -101,3 +101,25 @@ def test_get_output_dir_is_the_run_folder(module: Any, tmp_path: Path) -> None:
 def test_best_save_strategy_without_a_metric_says_hfs_words(module: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"`args.metric_for_best_model` must be provided"):
         make(module, tmp_path, eval_strategy="epoch", save_strategy="best")
+
+
+def test_save_total_limit_one_keeps_only_the_best_at_the_end(tmp_path: Path) -> None:
+    """During training the newest checkpoint is kept beside the best; when the run ends, only the best."""
+    results = []
+    for module in LIBRARIES:
+        out = tmp_path / module.__name__
+        trainer = make(
+            module,
+            out,
+            eval_strategy="steps",
+            eval_steps=1,
+            save_steps=1,
+            save_total_limit=1,
+            metric_for_best_model="accuracy",
+            greater_is_better=True,
+        )
+        side_effect = [{"eval_accuracy": 0.9}] + [{"eval_accuracy": 0.5}] * 10
+        with patch.object(trainer, "_evaluate", side_effect=side_effect):
+            trainer.train()
+        results.append((Path(trainer.state.best_model_checkpoint).name, sorted(os.listdir(out))))
+    assert results[0] == results[1] == ("checkpoint-1", ["checkpoint-1"])
