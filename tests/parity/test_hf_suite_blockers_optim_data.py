@@ -149,10 +149,3 @@ def test_persistent_eval_loader_is_reused_for_the_trainers_own_dataset(module: A
     first = trainer.get_eval_dataloader()
     assert trainer.get_eval_dataloader(trainer.eval_dataset) is first
     assert trainer.get_eval_dataloader() is first
-
-
-def test_another_dataset_gets_its_own_persistent_loader(tmp_path: Path) -> None:
-    """statetrain's documented difference: HF hands back the cached loader of the Trainer's dataset."""
-    trainer = make(statetrain, tmp_path, dataloader_persistent_workers=True, dataloader_num_workers=1)
-    other = regression_rows(4, seed=7)
-    assert trainer.get_eval_dataloader(other).dataset is not trainer.get_eval_dataloader().dataset
