@@ -275,7 +275,10 @@ def _best_model_problems(args: TrainingArguments) -> list[str]:
     """``load_best_model_at_end`` needs a checkpoint at every evaluation; 'best' saving needs a metric."""
     problems: list[str] = []
     if args.save_strategy == SaveStrategy.BEST and args.metric_for_best_model is None:
-        problems.append("save_strategy='best' needs metric_for_best_model, the metric that decides 'best'")
+        problems.append(
+            "`args.metric_for_best_model` must be provided when using 'best' save_strategy: "
+            "save_strategy='best' needs metric_for_best_model, the metric that decides 'best'"
+        )
     if not args.load_best_model_at_end or args.save_strategy == SaveStrategy.BEST:
         return problems
     if args.eval_strategy != args.save_strategy:

@@ -360,11 +360,14 @@ def latest_good_checkpoint(
 # --- rotate ----------------------------------------------------------------------------------------
 
 
-def rotate_checkpoints(output_dir: Path, save_total_limit: int | None, protected: Iterable[Path] = ()) -> list[Path]:
+def rotate_checkpoints(
+    output_dir: Path, save_total_limit: int | None, protected: Iterable[Path] = (), *, keep_newest: bool = True
+) -> list[Path]:
     """Delete the oldest checkpoints beyond ``save_total_limit``; returns the deleted paths, oldest first.
 
     Call only after a new checkpoint is committed. Inactive when the limit is ``None`` or ``<= 0``.
-    The newest checkpoint (by step) and every ``protected`` one (the best) are kept; others go, oldest
+    The newest checkpoint (by step; not with ``keep_newest=False``, HF's end of a run with a limit
+    of 1) and every ``protected`` one (the best) are kept; others go, oldest
     first, until ``max(save_total_limit, number kept)`` remain. Each is renamed to ``.trash-*`` and
     then removed; a removal that fails is logged and left to :func:`clean_stale`, a rename that fails
     raises its ``OSError``.
@@ -376,7 +379,7 @@ def rotate_checkpoints(output_dir: Path, save_total_limit: int | None, protected
     if not checkpoints:
         return []
     protected_keys = {Path(p).resolve() for p in protected}
-    keep = {checkpoints[-1]} | {c for c in checkpoints if c.resolve() in protected_keys}
+    keep = set(checkpoints[-1:] if keep_newest else []) | {c for c in checkpoints if c.resolve() in protected_keys}
     surplus = max(0, len(checkpoints) - max(save_total_limit, len(keep)))
     victims = [c for c in checkpoints if c not in keep][:surplus]
     for victim in victims:

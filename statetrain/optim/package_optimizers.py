@@ -185,3 +185,20 @@ PACKAGE_OPTIMIZERS: dict[str, Factory] = {
     **{name: galore for name in _LOW_RANK if name.startswith("galore")},
     **{name: apollo for name in _LOW_RANK if name.startswith("apollo")},
 }
+
+
+def keep_embeddings_in_32_bits(optimizer_cls: Any, kwargs: dict[str, Any], model: Any) -> int:
+    """For an 8-bit bitsandbytes optimizer, keep every ``nn.Embedding`` weight's state in 32 bits.
+
+    transformers' ``create_optimizer`` does this (8-bit state for embeddings hurts training) through
+    bitsandbytes' ``GlobalOptimManager``; returns how many embedding modules were overridden.
+    """
+    if "bitsandbytes" not in str(optimizer_cls) or kwargs.get("optim_bits") != 8:
+        return 0
+    from torch import nn
+
+    manager = importlib.import_module("bitsandbytes.optim").GlobalOptimManager.get_instance()
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    for module in embeddings:
+        manager.register_module_override(module, "weight", {"optim_bits": 32})
+    return len(embeddings)

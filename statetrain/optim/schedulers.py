@@ -4,7 +4,9 @@ Every built-in gives, at every step, the learning rate ``transformers.get_schedu
 same name, warmup, total and ``lr_scheduler_kwargs`` (passed here as ``scheduler_specific_kwargs``).
 Step-driven schedules are ``torch.optim.lr_scheduler.LambdaLR`` over module-level functions bound
 with ``functools.partial``: ``LambdaLR.state_dict()`` then holds only plain data, and the scheduler
-itself pickles. ``reduce_lr_on_plateau`` is torch's ``ReduceLROnPlateau``, stepped on metrics.
+itself pickles (their factor functions live in ``schedule_factors.py``, bound under HF's keyword
+names). ``reduce_lr_on_plateau`` is torch's ``ReduceLROnPlateau`` and ``greedy`` transformers' own
+``GreedyLR``; both step on evaluation metrics.
 
 Where transformers fails with a bare ``TypeError`` (missing or unexpected keyword) or a late
 ``ZeroDivisionError``, statetrain raises :class:`SchedulerArgumentError` (a ``ValueError`` that is also
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -25,6 +27,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
+from statetrain.optim import schedule_factors as f
 from statetrain.optim.layerwise import LayerWiseDummyOptimizer, per_parameter_schedules
 from statetrain.optim.optimizers import name_of, unknown_name_error
 
@@ -43,124 +46,6 @@ class SchedulerArgumentError(ValueError, TypeError):
     A ``ValueError`` as statetrain reports configuration errors; also a ``TypeError`` because that is
     what transformers raises for a wrong keyword, so code written against HF still catches it.
     """
-
-
-# --- multiplicative factors (step → factor of the initial lr) -------------------------------------
-
-
-def _ramp(step: int, warmup: int) -> float:
-    """Linear warmup from 0: the factor during the first ``warmup`` steps of most HF schedules."""
-    return float(step) / float(max(1, warmup))
-
-
-def _constant_factor(step: int) -> float:
-    return 1.0
-
-
-def _constant_with_warmup_factor(step: int, *, warmup: int) -> float:
-    return _ramp(step, warmup) if step < warmup else 1.0
-
-
-def _linear_factor(step: int, *, warmup: int, total: int) -> float:
-    if step < warmup:
-        return _ramp(step, warmup)
-    return max(0.0, float(total - step) / float(max(1, total - warmup)))
-
-
-def _progress(step: int, warmup: int, total: int) -> float:
-    """Fraction of the post-warmup span already done (may exceed 1 after ``total``)."""
-    return float(step - warmup) / float(max(1, total - warmup))
-
-
-def _cosine_factor(step: int, *, warmup: int, total: int, num_cycles: float, floor: float = 0.0) -> float:
-    """Cosine from 1 towards ``floor`` (a fraction of the initial lr), clipped at 0."""
-    if step < warmup:
-        return _ramp(step, warmup)
-    wave = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * _progress(step, warmup, total)))
-    return max(0.0, wave * (1.0 - floor) + floor)
-
-
-def _cosine_restarts_factor(step: int, *, warmup: int, total: int, num_cycles: float) -> float:
-    if step < warmup:
-        return _ramp(step, warmup)
-    done = _progress(step, warmup, total)
-    if done >= 1.0:
-        return 0.0
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * done) % 1.0))))
-
-
-def _polynomial_factor(step: int, *, warmup: int, total: int, lr_init: float, lr_end: float, power: float) -> float:
-    """Polynomial decay from ``lr_init`` to ``lr_end``, as a factor of ``lr_init``.
-
-    transformers divides by ``total - warmup`` even when that is 0 (a ZeroDivisionError at
-    ``step == total``); here the schedule has simply ended and the factor is ``lr_end / lr_init``.
-    """
-    if step < warmup:
-        return _ramp(step, warmup)
-    span = total - warmup
-    if step > total or span == 0:
-        return lr_end / lr_init
-    remaining = 1.0 - (step - warmup) / span
-    return ((lr_init - lr_end) * remaining**power + lr_end) / lr_init
-
-
-def _inverse_sqrt_factor(step: int, *, warmup: int, timescale: float) -> float:
-    if step < warmup:
-        return _ramp(step, warmup)
-    return 1.0 / math.sqrt((step + timescale - warmup) / timescale)
-
-
-def _cosine_warmup_min_lr_factor(
-    step: int, *, warmup: int, total: int, num_cycles: float, floor: float, warmup_lr_rate: float | None
-) -> float:
-    """HF's ``cosine_warmup_with_min_lr``: warmup and progress are shifted one step ahead of ``cosine``."""
-    s, w, t = float(step), float(warmup), float(total)
-    if s < w:
-        if warmup_lr_rate is None:
-            return (s + 1.0) / max(1.0, w)
-        start = float(warmup_lr_rate)
-        return start + (1.0 - start) * s / max(1, w - 1)
-    done = (s - w + 1.0) / max(1.0, t - w)
-    wave = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * done))
-    return max(0.0, wave * (1.0 - floor) + floor)
-
-
-def _shape(kind: str, progress: float, *, rising: bool, num_cycles: float) -> float:
-    """The WSD warmup (rising) or decay curve at ``progress`` in [0, 1)."""
-    if rising:
-        if kind == "linear":
-            return progress
-        if kind == "cosine":
-            return 0.5 * (1.0 - math.cos(math.pi * progress))
-        return 1.0 - math.sqrt(1.0 - progress)
-    if kind == "linear":
-        return 1.0 - progress
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
-    return 1.0 - math.sqrt(progress)
-
-
-def _wsd_factor(
-    step: int,
-    *,
-    warmup: int,
-    stable: int,
-    decay: int,
-    warmup_type: str,
-    decay_type: str,
-    min_lr_ratio: float,
-    num_cycles: float,
-) -> float:
-    if step < warmup:
-        curve = _shape(warmup_type, _ramp(step, warmup), rising=True, num_cycles=num_cycles)
-    elif step < warmup + stable:
-        return 1.0
-    elif step < warmup + stable + decay:
-        done = float(step - warmup - stable) / float(max(1, decay))
-        curve = _shape(decay_type, done, rising=False, num_cycles=num_cycles)
-    else:
-        return min_lr_ratio
-    return max(0.0, curve * (1.0 - min_lr_ratio) + min_lr_ratio)
 
 
 # --- argument checks -----------------------------------------------------------------------------
@@ -198,7 +83,7 @@ def constant_schedule(
 ) -> LambdaLR:
     """The optimizer's lr throughout; like HF, every ``lr_scheduler_kwargs`` entry is ignored."""
     _warn_ignored("constant", ignored)
-    return LambdaLR(optimizer, _constant_factor)
+    return LambdaLR(optimizer, f.constant_factor)
 
 
 def constant_with_warmup_schedule(
@@ -207,7 +92,7 @@ def constant_with_warmup_schedule(
     """Linear warmup from 0, then constant; like HF, ``lr_scheduler_kwargs`` are ignored."""
     warmup = _require("constant_with_warmup", "num_warmup_steps", num_warmup_steps)
     _warn_ignored("constant_with_warmup", ignored)
-    return LambdaLR(optimizer, partial(_constant_with_warmup_factor, warmup=warmup))
+    return LambdaLR(optimizer, partial(f.constant_with_warmup_factor, num_warmup_steps=warmup))
 
 
 def linear_schedule(
@@ -220,7 +105,7 @@ def linear_schedule(
     """Linear warmup from 0, then linear decay to 0 at ``num_training_steps``."""
     warmup = _require("linear", "num_warmup_steps", num_warmup_steps)
     total = _require("linear", "num_training_steps", num_training_steps)
-    return LambdaLR(optimizer, partial(_linear_factor, warmup=warmup, total=total), last_epoch)
+    return LambdaLR(optimizer, partial(f.linear_factor, num_warmup_steps=warmup, num_training_steps=total), last_epoch)
 
 
 def cosine_schedule(
@@ -234,7 +119,7 @@ def cosine_schedule(
     """Linear warmup, then ``num_cycles`` cosine waves (default half a wave: 1 → 0), clipped at 0."""
     warmup = _require("cosine", "num_warmup_steps", num_warmup_steps)
     total = _require("cosine", "num_training_steps", num_training_steps)
-    factor = partial(_cosine_factor, warmup=warmup, total=total, num_cycles=num_cycles)
+    factor = partial(f.cosine_factor, num_warmup_steps=warmup, num_training_steps=total, num_cycles=num_cycles)
     return LambdaLR(optimizer, factor, last_epoch)
 
 
@@ -249,7 +134,7 @@ def cosine_with_restarts_schedule(
     """Linear warmup, then ``num_cycles`` half-cosines each restarting at the full lr; 0 after the end."""
     warmup = _require("cosine_with_restarts", "num_warmup_steps", num_warmup_steps)
     total = _require("cosine_with_restarts", "num_training_steps", num_training_steps)
-    factor = partial(_cosine_restarts_factor, warmup=warmup, total=total, num_cycles=num_cycles)
+    factor = partial(f.cosine_restarts_factor, num_warmup_steps=warmup, num_training_steps=total, num_cycles=num_cycles)
     return LambdaLR(optimizer, factor, last_epoch)
 
 
@@ -270,7 +155,14 @@ def polynomial_schedule(
         raise SchedulerArgumentError(
             f"lr scheduler 'polynomial': lr_end ({lr_end}) must be smaller than the initial lr ({lr_init})"
         )
-    factor = partial(_polynomial_factor, warmup=warmup, total=total, lr_init=lr_init, lr_end=lr_end, power=power)
+    factor = partial(
+        f.polynomial_factor,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        lr_end=lr_end,
+        power=power,
+        lr_init=lr_init,
+    )
     return LambdaLR(optimizer, factor, last_epoch)
 
 
@@ -291,7 +183,7 @@ def inverse_sqrt_schedule(
         timescale = warmup or 10_000
     if not timescale > 0:
         raise SchedulerArgumentError(f"lr scheduler 'inverse_sqrt': timescale must be > 0, got {timescale}")
-    return LambdaLR(optimizer, partial(_inverse_sqrt_factor, warmup=warmup, timescale=timescale), last_epoch)
+    return LambdaLR(optimizer, partial(f.inverse_sqrt_factor, num_warmup_steps=warmup, timescale=timescale), last_epoch)
 
 
 def reduce_lr_on_plateau_schedule(
@@ -311,6 +203,44 @@ def reduce_lr_on_plateau_schedule(
     return ReduceLROnPlateau(optimizer, **plateau_kwargs)
 
 
+def greedy_schedule(
+    optimizer: Optimizer,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    **greedy_kwargs: Any,
+) -> Any:
+    """transformers' own ``GreedyLR`` (metric-driven, stepped on evaluations like the plateau schedule).
+
+    It is transformers' class itself, not a port, so ``lr_scheduler_type="greedy"`` needs transformers
+    installed; ``lr_scheduler_kwargs`` are its keyword arguments, warmup and total are unused.
+    """
+    try:
+        from transformers.optimization import GreedyLR
+    except ImportError as exc:
+        raise ImportError(
+            "lr_scheduler_type='greedy' uses transformers' GreedyLR; install it: pip install 'transformers==5.24.*'"
+        ) from exc
+    accepted = [p for p in inspect.signature(GreedyLR).parameters if p != "optimizer"]
+    unexpected = sorted(set(greedy_kwargs) - set(accepted))
+    if unexpected:
+        raise SchedulerArgumentError(
+            f"lr scheduler 'greedy' got unexpected lr_scheduler_kwargs {unexpected}; GreedyLR accepts {accepted}"
+        )
+    return GreedyLR(optimizer, **greedy_kwargs)
+
+
+def steps_on_metrics(scheduler: Any) -> bool:
+    """Whether ``scheduler`` steps on an evaluation metric (torch's plateau, transformers' ``GreedyLR``).
+
+    transformers is only consulted if already imported: a ``GreedyLR`` cannot exist without it.
+    """
+    if isinstance(scheduler, ReduceLROnPlateau):
+        return True
+    optimization = sys.modules.get("transformers.optimization")
+    greedy = getattr(optimization, "GreedyLR", None)
+    return greedy is not None and isinstance(scheduler, greedy)
+
+
 def cosine_with_min_lr_schedule(
     optimizer: Optimizer,
     num_warmup_steps: int | None = None,
@@ -325,7 +255,9 @@ def cosine_with_min_lr_schedule(
     warmup = _require("cosine_with_min_lr", "num_warmup_steps", num_warmup_steps)
     total = _require("cosine_with_min_lr", "num_training_steps", num_training_steps)
     floor = _min_lr_rate("cosine_with_min_lr", optimizer, min_lr, min_lr_rate)
-    factor = partial(_cosine_factor, warmup=warmup, total=total, num_cycles=num_cycles, floor=floor)
+    factor = partial(
+        f.cosine_factor, num_warmup_steps=warmup, num_training_steps=total, num_cycles=num_cycles, min_lr_rate=floor
+    )
     return LambdaLR(optimizer, factor, last_epoch)
 
 
@@ -346,11 +278,11 @@ def cosine_warmup_with_min_lr_schedule(
     total = _require(name, "num_training_steps", num_training_steps)
     floor = _min_lr_rate(name, optimizer, min_lr, min_lr_rate)
     factor = partial(
-        _cosine_warmup_min_lr_factor,
-        warmup=warmup,
-        total=total,
+        f.cosine_warmup_min_lr_factor,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
         num_cycles=num_cycles,
-        floor=floor,
+        min_lr_rate=floor,
         warmup_lr_rate=warmup_lr_rate,
     )
     return LambdaLR(optimizer, factor, last_epoch)
@@ -395,10 +327,10 @@ def warmup_stable_decay_schedule(
         assert num_training_steps is not None
         num_stable_steps = num_training_steps - warmup - decay
     factor = partial(
-        _wsd_factor,
-        warmup=warmup,
-        stable=num_stable_steps,
-        decay=decay,
+        f.wsd_factor,
+        num_warmup_steps=warmup,
+        num_stable_steps=num_stable_steps,
+        num_decay_steps=decay,
         warmup_type=warmup_type,
         decay_type=decay_type,
         min_lr_ratio=min_lr_ratio,
@@ -421,6 +353,7 @@ _REGISTRY: dict[str, SchedulerFactory] = {
     "cosine_with_min_lr": cosine_with_min_lr_schedule,
     "cosine_warmup_with_min_lr": cosine_warmup_with_min_lr_schedule,
     "warmup_stable_decay": warmup_stable_decay_schedule,
+    "greedy": greedy_schedule,
 }
 
 SCHEDULERS: Mapping[str, SchedulerFactory] = MappingProxyType(_REGISTRY)

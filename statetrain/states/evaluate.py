@@ -1,4 +1,4 @@
-"""evaluate: run ``Trainer.evaluate`` mid-training, then track the best metric (HF ``_evaluate``)."""
+"""evaluate: run ``Trainer._evaluate`` mid-training (HF's hook), then track the best metric."""
 
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ class EvaluateState(State):
 
     def run(self, run: Run) -> None:
         trainer, args = run.trainer, run.args
-        metrics = trainer.evaluate(ignore_keys=run.ignore_keys_for_eval)
+        metrics = trainer._evaluate(None, run.ignore_keys_for_eval, skip_scheduler=run.starting)
         trainer._snapshot_stateful_callbacks()
         if run.starting:
             return
-        trainer._step_scheduler_on_metrics(metrics)
         is_new_best = trainer._determine_best_metric(metrics)
         if str(getattr(args.save_strategy, "value", args.save_strategy)) == "best":
             run.control.should_save = is_new_best

@@ -50,6 +50,7 @@ from statetrain.checkpoint.store import (
     CheckpointWarning,
     latest_good_checkpoint,
     read_manifest_metadata,
+    rotate_checkpoints,
     verify_checkpoint,
 )
 from statetrain.checkpoint.tensor_tree import load_tree, save_tree, tensor_identity
@@ -162,6 +163,11 @@ class CheckpointMixin:
             "seed": self.args.seed,
             "save_only_model": bool(self.args.save_only_model),
         }
+
+    def _get_output_dir(self, trial: Any = None) -> str:
+        """HF's hook: the folder checkpoints go to; during a search ``output_dir`` already is the trial's."""
+        del trial
+        return str(self.args.output_dir)
 
     def _save_checkpoint(self, run: Run) -> Path | None:
         """Write ``checkpoint-<global_step>`` atomically, then rotate (never the best, never the newest).
@@ -347,11 +353,23 @@ class CheckpointMixin:
         return load_rng_state(path, rank=self.args.process_index if self.args.world_size > 1 else None)
 
     def _finish_checkpoints(self) -> None:
-        """End of training: load the best weights when ``load_best_model_at_end`` asks for them."""
+        """End of training: load the best weights when ``load_best_model_at_end`` asks for them.
+
+        With ``save_total_limit=1`` only the best checkpoint stays, as in HF: during training the
+        newest was kept beside it to resume from, and the run has now ended.
+        """
         best = self.state.best_model_checkpoint
         if best is None:
             return
+        output_dir = Path(self.args.output_dir)
         if self.args.load_best_model_at_end:
-            folder = resolve_best_checkpoint(Path(self.args.output_dir), best)
+            folder = resolve_best_checkpoint(output_dir, best)
             logger.info("loading the best model from %s (score %s)", folder, self.state.best_metric)
             load_model_weights(self.accelerator.unwrap_model(self.model), folder)
+        if self.args.should_save and self.args.save_total_limit == 1:
+            try:
+                kept = resolve_best_checkpoint(output_dir, best)
+            except CheckpointError as exc:  # not this run's verified folder: delete nothing
+                logger.warning("save_total_limit=1: keeping every checkpoint, the best one is unusable: %s", exc)
+                return
+            rotate_checkpoints(output_dir, 1, [kept], keep_newest=False)

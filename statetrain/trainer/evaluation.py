@@ -64,6 +64,7 @@ class EvaluationMixin:
         def compute_loss_context_manager(self) -> Any: ...
         def _get_num_items_in_batch(self, batches: list[Any], device: Any) -> Any: ...
         def num_examples(self, dataloader: Any) -> int: ...
+        def _step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None: ...
 
     # --- data ---------------------------------------------------------------------------------
     def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader[Any]:
@@ -71,9 +72,10 @@ class EvaluationMixin:
         if eval_dataset is None and self.eval_dataset is None:
             raise ValueError("Trainer: evaluation requires an eval_dataset.")
         # with persistent workers the loader of the Trainer's own eval dataset (or of one named part
-        # of it) is built once, as in HF, so its workers live on between evaluations; a dataset
-        # passed in is a new one and gets its own loader
-        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if eval_dataset is None else None
+        # of it, or the same dataset object passed in) is built once, as in HF, so its workers live
+        # on between evaluations; another dataset passed in gets its own loader
+        own = eval_dataset is None or eval_dataset is self.eval_dataset
+        key = eval_dataset if isinstance(eval_dataset, str) else "eval" if own else None
         persistent = bool(self.args.dataloader_persistent_workers) and key is not None
         cache: dict[str, DataLoader[Any]] = self.__dict__.setdefault("_eval_dataloaders", {})
         if persistent and key in cache:
@@ -108,6 +110,20 @@ class EvaluationMixin:
                 params["sampler"] = SequentialSampler(dataset)
             params["drop_last"] = self.args.dataloader_drop_last
         return self.accelerator.prepare(DataLoader(dataset, **params))
+
+    def _evaluate(
+        self, trial: Any = None, ignore_keys_for_eval: list[str] | None = None, skip_scheduler: bool = False
+    ) -> dict[str, float]:
+        """HF's mid-training evaluation: ``evaluate``, then a metric-driven schedule steps on the metric.
+
+        The evaluate state goes through it, so a subclass overriding it (or a test patching it, as
+        HF's own tests do) changes the metrics training acts on, as with HF.
+        """
+        del trial  # a trial is reported to the search through the bus, not from here
+        metrics = self.evaluate(ignore_keys=ignore_keys_for_eval)
+        if not skip_scheduler:
+            self._step_scheduler_on_metrics(metrics)
+        return metrics
 
     # --- public API ---------------------------------------------------------------------------
     def evaluate(

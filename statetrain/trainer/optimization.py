@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from statetrain.optim.optimizers import get_optimizer_cls_and_kwargs
+from statetrain.optim.package_optimizers import keep_embeddings_in_32_bits
 from statetrain.optim.param_groups import decay_parameter_names, grouped_parameters
-from statetrain.optim.schedulers import get_scheduler
+from statetrain.optim.schedulers import get_scheduler, steps_on_metrics
 
 
 class OptimizationMixin:
@@ -74,6 +75,7 @@ class OptimizationMixin:
                 if first in kwargs:
                     groups = kwargs.pop(first)
             self.optimizer = optimizer_cls(groups, **kwargs)
+            keep_embeddings_in_32_bits(optimizer_cls, kwargs, target)
         return self.optimizer
 
     @staticmethod
@@ -102,8 +104,8 @@ class OptimizationMixin:
 
     @property
     def _scheduler_steps_on_metrics(self) -> bool:
-        """A plateau scheduler steps on evaluation metrics, not after every optimizer step."""
-        return isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        """A plateau (or ``GreedyLR``) scheduler steps on evaluation metrics, not after every optimizer step."""
+        return steps_on_metrics(self.lr_scheduler)
 
     def _step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None:
         """Step a plateau schedule on ``metric_for_best_model`` after an evaluation (HF ``_evaluate``)."""

@@ -85,6 +85,7 @@ def test_a_sigkilled_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     trainer = build(out)
     trainer.train()
     assert trainer.state.global_step == 2
+    assert not (out / LOCK_NAME).exists()  # the next run took it over and removed it when done
 
 
 def test_two_trainers_in_one_process_cannot_share_an_output_dir(tmp_path: Path) -> None:

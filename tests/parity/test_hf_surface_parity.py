@@ -100,6 +100,8 @@ SCHEDULER_KWARGS: dict[str, dict[str, Any]] = {
     "cosine_with_min_lr": {"min_lr_rate": 0.1},
     "cosine_warmup_with_min_lr": {"min_lr": 1e-3},
     "warmup_stable_decay": {"num_decay_steps": 4, "decay_type": "linear"},
+    # transformers' own GreedyLR: patience 0 moves the lr at every evaluation
+    "greedy": {"patience": 0, "factor": 0.5},
 }
 
 
@@ -114,7 +116,7 @@ def test_every_scheduler_applies_hfs_learning_rate_at_every_step(tmp_path: Any, 
     options: dict[str, Any] = dict(
         max_steps=10, warmup_steps=0.25, lr_scheduler_type=name, lr_scheduler_kwargs=SCHEDULER_KWARGS[name]
     )
-    if name == "reduce_lr_on_plateau":
+    if name in ("reduce_lr_on_plateau", "greedy"):
         options.update(eval_strategy="steps", eval_steps=2, eval_rows=regression_rows(8, seed=9))
     hf, st = train_both(TinyRegressor(), regression_rows(40, seed=1), tmp_path, **options)
     ours, theirs = recorded_lrs(st), recorded_lrs(hf)

@@ -155,8 +155,8 @@ def test_layout_is_complete_and_pickle_free(base_run: tuple[Path, Any]) -> None:
 
     out, _ = base_run
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
-    # and the run's lock file, which stays (the lock itself ends with the process)
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    # and nothing else: the run's lock file went with the lock when train() returned
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     for checkpoint in list_checkpoints(out):
         names = {p.relative_to(checkpoint).as_posix() for p in checkpoint.rglob("*") if p.is_file()}
         assert names == CHECKPOINT_FILES, checkpoint
@@ -687,8 +687,8 @@ def test_sigkill_during_a_save_then_resume(base_run: tuple[Path, Any], children:
     trainer.train(resume_from_checkpoint=True)
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == list(range(1, 7))
     assert_same_parameters(final, parameters(trainer))
-    # and the run's lock file, which stays (the lock itself ends with the process)
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    # and nothing else: the run's lock file went with the lock when train() returned
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     for checkpoint in list_checkpoints(out):
         verify_checkpoint(checkpoint)
 
@@ -757,5 +757,5 @@ def test_second_sigint_aborts_without_a_checkpoint(tmp_path: Path) -> None:
         trainer.train()
     assert signal.getsignal(signal.SIGINT) is before
     run = tmp_path / "run"
-    assert not run.exists() or [p.name for p in run.iterdir()] == [LOCK_NAME]
+    assert not run.exists() or [p.name for p in run.iterdir()] == []
     assert trainer.state.global_step == 0
