@@ -234,7 +234,7 @@ def _derive_defaults(args: TrainingArguments) -> None:
         args.report_to = []
     elif isinstance(args.report_to, str):
         args.report_to = [args.report_to]
-    if args.report_to != ["all"] and _kubeflow_available() and "kubeflow" not in args.report_to:
+    if args.report_to != ["all"] and kubeflow_available() and "kubeflow" not in args.report_to:
         args.report_to = [*args.report_to, "kubeflow"]  # HF: inside a Kubeflow TrainJob, always report to it
 
     if args.torch_compile_mode is not None or args.torch_compile_backend is not None:
@@ -348,7 +348,7 @@ def check_allow_changed(value: Any) -> list[str]:
     return problems
 
 
-def _kubeflow_available() -> bool:
+def kubeflow_available() -> bool:
     """The Kubeflow controller's URL is set and the integration not disabled (HF ``is_kubeflow_available``)."""
     if os.environ.get("DISABLE_KUBEFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
         return False

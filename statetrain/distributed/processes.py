@@ -13,7 +13,6 @@ collective the others never enter.
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -44,15 +43,13 @@ def _cpu_group() -> Any:
     step; over gloo the exchange stays on the CPU. When the default group already runs CPU tensors
     over gloo (``gloo``, or ``cpu:gloo,...`` as accelerate sets it up) no side group is made. A side
     group is created once per process group, on first use (a collective call: every process
-    reaches it at the same point), and destroyed at interpreter exit (see :func:`destroy_cpu_groups`).
+    reaches it at the same point), and destroyed at interpreter exit by the teardown's hook.
     """
     world = torch.distributed.group.WORLD
     if _cpu_runs_on_gloo():
         return None
     key = id(world)
     if key not in _CPU_GROUPS:
-        if not _CPU_GROUPS:
-            atexit.register(destroy_cpu_groups)
         _CPU_GROUPS[key] = torch.distributed.new_group(backend="gloo")
     return _CPU_GROUPS[key]
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from statetrain.callbacks.reporting.to_kubeflow import kubeflow_available
+from statetrain.args.rules import kubeflow_available
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any
 
+from statetrain.args.rules import kubeflow_available
 from statetrain.callbacks.base import TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -32,13 +33,6 @@ TOKEN_FILE = "KUBEFLOW_TRAINER_SERVER_TOKEN"
 CA_CERT = "KUBEFLOW_TRAINER_SERVER_CA_CERT"
 MIN_INTERVAL = 5.0  # seconds between two progress updates (start and end are always sent)
 TOKEN_TTL = 300.0  # the token file is re-read after this long (the controller rotates it)
-
-
-def kubeflow_available() -> bool:
-    """Whether this process runs under a Kubeflow controller that wants status (and it is not disabled)."""
-    if os.environ.get("DISABLE_KUBEFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
-        return False
-    return os.environ.get(SERVER_URL) is not None
 
 
 class KubeflowCallback(TrainerCallback):
