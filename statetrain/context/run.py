@@ -69,6 +69,7 @@ class Run:
         self.defer_gradient_sync = False  # no_sync before a window's last micro-batch (DDP/FSDP, not DeepSpeed)
         self.zero_grad: Any = None  # clears the gradients after an update (fast_path.GradClearer or zero_grad)
         self.schedule_per_step = True  # the schedule steps after every update (not a plateau schedule)
+        self.micro_step: Any = None  # the fused default training step (optim/plain_step.py), if it applies
         self.plain_loader = False  # the training loader's per-batch wrapper work is a no-op (fast_path)
         # data position within the epoch
         self.epoch_iterator: Any = None

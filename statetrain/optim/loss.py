@@ -276,3 +276,23 @@ def _consequence(kind: str, policy: str) -> str:
     if policy == "filter":
         consequence += "; use nan_inf_policy='skip' or 'stop' to keep such updates out of the weights"
     return consequence
+
+
+def loss_from_outputs(outputs: Any, inputs: Mapping[str, Any], model_name: str) -> torch.Tensor:
+    """The loss in a model's outputs (HF's rules), or an error that says what the model returned."""
+    if isinstance(outputs, Mapping):
+        if "loss" not in outputs or outputs["loss"] is None:
+            raise ValueError(
+                f"{model_name} returned no loss (output keys: {', '.join(outputs.keys())}; input keys: "
+                f"{', '.join(inputs.keys())}). Pass labels the model accepts, or give the Trainer a "
+                "compute_loss_func. A bare base model without a head cannot be trained."
+            )
+        return outputs["loss"]
+    if isinstance(outputs, (tuple, list)):
+        return outputs[0]
+    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
+        return outputs
+    raise ValueError(
+        f"{model_name} returned {type(outputs).__name__}; the Trainer needs a loss: a dict with "
+        "'loss', a tuple whose first element is the loss, or a scalar tensor"
+    )

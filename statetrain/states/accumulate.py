@@ -52,11 +52,12 @@ class AccumulateState(State):
         )
         run.accelerator.gradient_state._set_sync_gradients(closes_window)
         # DeepSpeed keeps its own accumulation boundary (set from sync_gradients), so no no_sync, as in HF
+        micro_step = run.micro_step or trainer._run_training_step
         if run.defer_gradient_sync and not last_of_window:
             with run.accelerator.no_sync(model=run.model):
-                step_loss = trainer._run_training_step(run.model, inputs, run.num_items_in_batch)
+                step_loss = micro_step(run.model, inputs, run.num_items_in_batch)
         else:
-            step_loss = trainer._run_training_step(run.model, inputs, run.num_items_in_batch)
+            step_loss = micro_step(run.model, inputs, run.num_items_in_batch)
         tr_loss = run.tr_loss
         assert tr_loss is not None
         if run.args.nan_inf_policy == "filter":

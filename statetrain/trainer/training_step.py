@@ -17,7 +17,7 @@ from torch import nn
 
 from statetrain.events.event import Event
 from statetrain.optim.fused import BackwardKwargs, backward_kwargs
-from statetrain.optim.loss import LabelSmoother, WindowWeights, count_label_items
+from statetrain.optim.loss import LabelSmoother, WindowWeights, count_label_items, loss_from_outputs
 from statetrain.trainer.counters import track_num_input_tokens
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ class TrainingStepMixin:
     """Per-micro-batch work of the Trainer, mixed into it."""
 
     _backward_kwargs: BackwardKwargs | None = None
+    _events_compute_loss: Any = None  # the events wrapper set on the instance (the default compute_loss)
+    _events_backward: Any = None  # the events wrapper set on the accelerator
+    _backward_is_plain = False  # that wrapper calls loss.backward() itself
 
     if TYPE_CHECKING:  # what the Trainer provides
         args: Any
@@ -138,7 +141,7 @@ class TrainingStepMixin:
                 outputs, labels, shift_labels=self._label_smoother_shifts, num_items_in_batch=num_items_in_batch
             )
         else:
-            loss = _loss_from_outputs(outputs, inputs, type(model).__name__)
+            loss = loss_from_outputs(outputs, inputs, type(model).__name__)
         if (
             self.args.average_tokens_across_devices
             and (self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
@@ -185,6 +188,7 @@ class TrainingStepMixin:
             return (loss, outputs) if return_outputs else loss
 
         self.compute_loss = compute_loss  # type: ignore[method-assign]
+        self._events_compute_loss = compute_loss  # how the fused step (optim/plain_step.py) knows it
 
     def compute_loss_context_manager(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast comes from accelerate's prepared model, so nothing is added here (as HF)."""
@@ -212,6 +216,7 @@ class TrainingStepMixin:
                 original(loss, **kwargs)
 
         accelerator.backward = backward  # type: ignore[method-assign]
+        self._events_backward, self._backward_is_plain = backward, plain
 
     def _prepare_input(self, data: Any) -> Any:
         if type(data) is dict:  # the common batch, without the Mapping ABC check
@@ -356,22 +361,3 @@ def _flops_source(model: nn.Module) -> FlopsSource:
     count_parameters = getattr(model, "num_parameters", None)
     count = int(count_parameters(exclude_embeddings=True)) if callable(count_parameters) else None
     return (model, None, main_input, count)
-
-
-def _loss_from_outputs(outputs: Any, inputs: Mapping[str, Any], model_name: str) -> torch.Tensor:
-    if isinstance(outputs, Mapping):
-        if "loss" not in outputs or outputs["loss"] is None:
-            raise ValueError(
-                f"{model_name} returned no loss (output keys: {', '.join(outputs.keys())}; input keys: "
-                f"{', '.join(inputs.keys())}). Pass labels the model accepts, or give the Trainer a "
-                "compute_loss_func. A bare base model without a head cannot be trained."
-            )
-        return outputs["loss"]
-    if isinstance(outputs, (tuple, list)):
-        return outputs[0]
-    if isinstance(outputs, torch.Tensor) and outputs.dim() == 0:
-        return outputs
-    raise ValueError(
-        f"{model_name} returned {type(outputs).__name__}; the Trainer needs a loss: a dict with "
-        "'loss', a tuple whose first element is the loss, or a scalar tensor"
-    )

@@ -1,0 +1,126 @@
+"""HF's training step in one call, for a run in which nothing overrides or hears its layers.
+
+The default step is HF's chain of overridable methods: ``_run_training_step`` -> ``training_step``
+-> ``compute_loss`` (wrapped with the forward/loss events) -> ``_prepare_inputs`` ->
+``_prepare_input`` per tensor -> the model -> the loss -> the backward wrapper. Each layer exists
+so a subclass can replace it and a callback can hear it; on the tiny benchmark the chain costs
+about as much as the rest of the engine together. When, for a whole ``train()`` call, no layer is
+overridden (on the class or the instance) and the configuration needs none of the branches the
+layers take (DeepSpeed, several GPUs in one process, a grad scaler, loss weights, an optimizer with
+a train mode, cache emptying), :func:`plain_training_step` returns one function that does the same
+arithmetic in the same order. Per micro-batch it still checks the two things that can change
+during a run, and hands that micro-batch to the layered chain when either holds: a callback that
+hears one of the step's events, or window loss weights.
+
+``Trainer.fast_path = False`` always uses the chain; ``tests/engine/test_fast_path.py`` shows the
+two give the same run bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from operator import attrgetter
+from typing import Any
+
+import torch
+
+from statetrain.events.event import Event
+from statetrain.optim.loss import loss_from_outputs
+
+STEP_EVENTS = frozenset(
+    {
+        Event.ON_BEFORE_FORWARD,
+        Event.ON_AFTER_FORWARD,
+        Event.ON_AFTER_LOSS,
+        Event.ON_BEFORE_BACKWARD,
+        Event.ON_AFTER_BACKWARD,
+    }
+)
+"""The events fired inside the step's layers: a callback that hears one needs the layered chain."""
+
+LAYERS = (
+    "_run_training_step",
+    "training_step",
+    "compute_loss",
+    "compute_loss_context_manager",
+    "_prepare_inputs",
+    "_prepare_input",
+)
+"""The methods the fused step stands in for; overriding any one of them keeps the chain."""
+
+MicroStep = Callable[[torch.nn.Module, Any, Any], torch.Tensor]
+
+_is_training = attrgetter("training")
+
+
+def plain_training_step(trainer: Any, defaults: type) -> MicroStep | None:
+    """The fused step for this ``train()`` call, or ``None`` when the layered chain is needed.
+
+    ``defaults`` is the class that defines the default layers (``TrainingStepMixin``): a layer
+    resolved anywhere else on the trainer's class, or set on the instance, is an override.
+    """
+    cls, own = type(trainer), vars(trainer)
+    for name in LAYERS:
+        if getattr(cls, name) is not getattr(defaults, name):
+            return None
+        if name in own and not (name == "compute_loss" and own[name] is trainer._events_compute_loss):
+            return None
+    accelerator = trainer.accelerator
+    if (
+        accelerator.backward is not trainer._events_backward
+        or not trainer._backward_is_plain
+        or accelerator.scaler is not None
+        or trainer._backward_kwargs is not None
+        or trainer.compute_loss_func is not None
+        or trainer.label_smoother is not None
+        or trainer.loss_is_scaled_for_ga is not None
+        or trainer._n_gpu > 1
+        or trainer._optimizer_train_mode
+        or trainer._deepspeed_input_dtype is not None
+        or trainer.args.torch_empty_cache_steps is not None
+        or trainer._plain_train_modules is None
+    ):
+        return None
+    return _fused_step(trainer)
+
+
+def _fused_step(trainer: Any) -> MicroStep:
+    layered = trainer._run_training_step
+    bus, device, modules = trainer.bus, trainer._device, trainer._plain_train_modules
+    prepare, wrapped = trainer._prepare_input, trainer.model_wrapped
+    accepts_loss_kwargs = trainer.model_accepts_loss_kwargs
+    processes = accelerator_processes(trainer)
+
+    def step(model: torch.nn.Module, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
+        if not bus.active.isdisjoint(STEP_EVENTS) or trainer._window_weights is not None:
+            return layered(model, inputs, num_items_in_batch)
+        if model is not wrapped or not all(map(_is_training, modules)):
+            model.train()
+        if type(inputs) is dict:
+            inputs = {k: v.to(device=device) if type(v) is torch.Tensor else prepare(v) for k, v in inputs.items()}
+        else:
+            inputs = prepare(inputs)
+        if len(inputs) == 0:
+            return layered(model, inputs, num_items_in_batch)  # the chain raises its error
+        scaled = accepts_loss_kwargs and num_items_in_batch is not None
+        if scaled:
+            inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
+        outputs = model(**inputs)
+        loss = outputs.get("loss") if type(outputs) is dict else None
+        if loss is None:
+            loss = loss_from_outputs(outputs, inputs, type(model).__name__)
+        if scaled and processes > 1:
+            loss = loss * processes
+        elif not scaled and trainer.current_gradient_accumulation_steps != 1:
+            loss = loss / trainer.current_gradient_accumulation_steps
+        loss.backward()
+        return loss.detach()
+
+    return step
+
+
+def accelerator_processes(trainer: Any) -> int:
+    """The factor HF's ``average_tokens_across_devices`` puts on a loss normalised by the global count."""
+    if not trainer.args.average_tokens_across_devices:
+        return 1
+    return int(trainer.accelerator.num_processes)
