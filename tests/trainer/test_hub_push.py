@@ -9,6 +9,7 @@ with "Training in progress, step N"; ``checkpoint`` adds the checkpoint as ``las
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -69,15 +70,13 @@ def _args(folder: Path, strategy: str, hf: bool = False, **extra: Any) -> Any:
         push_to_hub=True,
         hub_model_id="tiny",
         hub_strategy=strategy,
-        **extra,
     )
+    options.update(extra)
     cls = transformers.TrainingArguments if hf else TrainingArguments
     return cls(str(folder), **options)
 
 
-def _train(
-    folder: Path, strategy: str, wait: bool = True, hf: bool = False, recorder: Any = None, **extra: Any
-) -> Any:
+def _train(folder: Path, strategy: str, wait: bool = True, hf: bool = False, recorder: Any = None, **extra: Any) -> Any:
     cls = transformers.Trainer if hf else Trainer
     trainer = cls(model=TinyRegressor(), args=_args(folder, strategy, hf, **extra), train_dataset=regression_rows(12))
     if recorder is not None:
@@ -115,6 +114,13 @@ def test_checkpoint_strategy_also_pushes_last_checkpoint(hub: LocalHub, tmp_path
     assert last == on_disk and "trainer_state.json" in last
     assert json.loads(files["last-checkpoint/trainer_state.json"])["global_step"] == 3
     assert not [p for p in files if p.endswith(PICKLE_SUFFIXES)]
+    # what arrived is a whole statetrain checkpoint: a run resumes from the downloaded folder
+    args = TrainingArguments(
+        str(tmp_path / "again"), max_steps=4, per_device_train_batch_size=4, use_cpu=True, report_to="none"
+    )
+    resumed = Trainer(model=TinyRegressor(), args=args, train_dataset=regression_rows(12))
+    resumed.train(resume_from_checkpoint=str(hub.root / REPO / "main" / "last-checkpoint"))
+    assert resumed.state.global_step == 4
 
 
 def test_all_checkpoints_pushes_each_checkpoint_under_its_name(hub: LocalHub, tmp_path: Path) -> None:
@@ -124,6 +130,11 @@ def test_all_checkpoints_pushes_each_checkpoint_under_its_name(hub: LocalHub, tm
     assert folders == {"checkpoint-1", "checkpoint-2", "checkpoint-3"}
     commit = next(c for c in hub.commits if c.message == f"{STEPS[1]}, checkpoint")
     assert commit.paths and all(p.startswith("checkpoint-2/") for p in commit.paths)
+
+
+def test_saving_per_epoch_names_the_epoch(hub: LocalHub, tmp_path: Path) -> None:
+    _train(tmp_path / "out", "every_save", save_strategy="epoch", max_steps=-1, num_train_epochs=2)
+    assert hub.messages(REPO) == ["Training in progress, epoch 1", "Training in progress, epoch 2"]
 
 
 def test_end_strategy_pushes_nothing_during_training(hub: LocalHub, tmp_path: Path) -> None:
@@ -162,8 +173,10 @@ def test_a_failed_push_does_not_stop_training_and_names_the_repository(
 ) -> None:
     """500 is retried by the client (about 5 s here) before the push fails; 403 fails at once."""
     hub.fail_commits = status
-    with pytest.warns(HubPushWarning, match=rf"{REPO}.*Training in progress, step 1.*{status}"):
+    with pytest.warns(HubPushWarning) as caught:  # later saves may push (and fail) too
         trainer = _train(tmp_path / "out", "every_save", wait=False)
+    first = rf"{REPO}'.*'Training in progress, step 1'\) failed: HfHubHTTPError: .*{status}"
+    assert any(re.search(first, str(w.message), re.S) for w in caught), [str(w.message) for w in caught]
     assert trainer.state.global_step == 3 and (tmp_path / "out" / "checkpoint-3").is_dir()
     hub.fail_commits = None
     trainer.push_to_hub()  # the Hub is back: the final push goes through
