@@ -263,8 +263,11 @@ class HubMixin:
             return
         pending = self.push_in_progress
         if pending is not None:
+            finished = pending.is_done()  # read before reporting, so a job ending meanwhile is not lost
             self._warn_failed_pushes(pending)
-            if not self.args.hub_always_push and not pending.is_done():
+            if finished:
+                pending = None
+            elif not self.args.hub_always_push:
                 return  # the last push is still running: this save is not pushed (HF)
         self._fire(Event.ON_PUSH_BEGIN)
         checkpoint, output_dir = Path(checkpoint_folder), Path(self.args.output_dir)
@@ -279,7 +282,7 @@ class HubMixin:
             message = f"Training in progress, step {self.state.global_step}"
         else:
             message = f"Training in progress, epoch {int(self.state.epoch or 0)}"
-        if pending is None or pending.is_done():
+        if pending is None:  # hub_always_push adds to the push still running, as HF does
             pending = self.push_in_progress = PushInProgress()
         self._upload_in_background(pending, output_dir, message, ignore_patterns=list(HUB_IGNORE_PATTERNS))
         if strategy in ("checkpoint", "all_checkpoints"):
