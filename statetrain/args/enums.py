@@ -49,7 +49,7 @@ class SaveStrategy(ValueEnum):
 
 
 class HubStrategy(ValueEnum):
-    """What is pushed to the Hub and when (accepted for compatibility)."""
+    """What is pushed to the Hub and when, with ``push_to_hub=True`` (HF's values and meaning)."""
 
     END = "end"
     EVERY_SAVE = "every_save"

@@ -1,7 +1,7 @@
 """Which arguments this version acts on. Anything else set to a non-default value is refused by name.
 
 HF users pass many arguments; silently ignoring one would train something other than what they
-asked for. So every field is either acted on, inert for the run (naming, hub, evaluation knobs
+asked for. So every field is either acted on, inert for the run (naming, evaluation knobs
 that only matter to an evaluate state that is not there), or refused with the reason.
 """
 
@@ -95,6 +95,14 @@ IMPLEMENTED = frozenset(
         "bf16_full_eval",
         "metric_for_best_model",
         "greater_is_better",
+        # the Hub (statetrain.trainer.hub): the repository at construction, pushes per save and at the end
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_token",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
         # distribution (statetrain.distributed.plugins, statetrain.distributed.processes)
         "fsdp",
         "fsdp_config",
@@ -111,7 +119,7 @@ IMPLEMENTED = frozenset(
     ]
 )
 
-# Inert here: naming, logging targets, hub settings while push_to_hub is off, single-process
+# Inert here: naming, logging targets, single-process
 # distribution settings, and checkpoint knobs that only matter once a save strategy is allowed.
 INERT = frozenset(
     [
@@ -129,13 +137,6 @@ INERT = frozenset(
         "save_safetensors",
         "overwrite_output_dir",
         "local_rank",
-        "hub_model_id",
-        "hub_strategy",
-        "hub_token",
-        "hub_private_repo",
-        "hub_always_push",
-        "hub_revision",
-        "push_to_hub",
         "dataloader_in_order",
         "place_model_on_device",
         "optim_target_modules",

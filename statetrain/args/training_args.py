@@ -247,7 +247,7 @@ class TrainingArguments(ArgumentSettersMixin, ProcessFactsMixin):
     )
     enable_jit_checkpoint: bool = field(default=False, metadata=help_text("Save a checkpoint on SIGTERM."))
 
-    # --- Hub (accepted for compatibility) ---
+    # --- Hub (statetrain.trainer.hub) ---
     push_to_hub: bool = field(default=False, metadata=help_text("Push saved models to the Hub."))
     hub_token: str | None = field(default=None, metadata=help_text("Hub token."))
     hub_private_repo: bool | None = field(default=None, metadata=help_text("Make the Hub repository private."))

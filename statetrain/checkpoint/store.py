@@ -94,6 +94,7 @@ _CHECKPOINT_RE = re.compile(rf"^{PREFIX}-(\d+)$")
 # Folders this module leaves beside checkpoints: .tmp- (being written), .old- (set aside while a
 # same-name checkpoint is replaced), .trash- (being deleted). The token is secrets.token_hex(8).
 _SCRATCH_RE = re.compile(r"^\.(tmp|old|trash)-(.+)-([0-9a-f]{16})$")
+SCRATCH_PATTERNS = (".tmp-*", ".old-*", ".trash-*")  # the same folders as globs (kept off the Hub)
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Files only a Hugging Face Trainer checkpoint has (statetrain never writes pickles); trainer_state.json
 # without statetrain's engine_state.json is one too.

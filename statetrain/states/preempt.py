@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from statetrain.checkpoint.store import PREFIX
+from statetrain.events.event import Event
 from statetrain.states.base import State
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ class PreemptState(State):
     name = "preempt"
     reads = ("preemption", "state.global_step")
     writes = ("preempted_checkpoint",)
+    fires = (Event.ON_PUSH_BEGIN,)  # push_to_hub pushes the checkpoint it writes
 
     def run(self, run: Run) -> None:
         existing = Path(run.args.output_dir) / f"{PREFIX}-{run.state.global_step}"

@@ -17,7 +17,7 @@ class SaveState(State):
     name = "save"
     reads = ("model", "optimizer", "lr_scheduler", "state", "engine")
     writes = ("state.best_model_checkpoint", "control.should_save")
-    fires = (Event.ON_SAVE,)
+    fires = (Event.ON_PUSH_BEGIN, Event.ON_SAVE)  # on_push_begin: push_to_hub pushes the checkpoint
 
     def run(self, run: Run) -> None:
         run.engine.current_state = self.name

@@ -22,8 +22,8 @@ The grammar (EBNF; ``[x]`` optional, ``{x}`` zero or more)::
                                                            event is not on_train_end, and never
                                                            when on_evaluate follows (LL(2)) *)
     evaluation = { on_prediction_step } on_log on_evaluate
-    save       = on_save
-    summary    = on_log on_train_end
+    save       = [ on_push_begin ] on_save                (* push_to_hub: the save's push *)
+    summary    = [ on_push_begin ] on_log on_train_end  (* a preemption checkpoint's push *)
 
 Value rules checked on the way (they hold for every configuration):
 
@@ -104,10 +104,11 @@ GRAMMAR_EVENTS: frozenset[str] = frozenset(
         "on_prediction_step",
         "on_evaluate",
         "on_save",
+        "on_push_begin",
         "on_train_end",
     }
 )
-"""The events of a ``train()`` call (predict and push happen outside training)."""
+"""The events of a ``train()`` call (predict happens outside training; a save may push)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +268,9 @@ class _TraceParser:
             self.values.train_log(pos, entry)
         if self.peek() in ("on_prediction_step", "on_log") and self.starts_evaluation():
             self.evaluation()
+        if self.peek() == "on_push_begin" and self.peek(1) == "on_save":
+            pos, entry = self.take("on_push_begin")
+            self.values.unchanged(pos, entry)
         if self.peek() == "on_save":
             pos, entry = self.take("on_save")
             self.values.unchanged(pos, entry)
@@ -293,7 +297,10 @@ class _TraceParser:
         return after == "on_step_end" or self.peek(1) not in ("on_train_end", None)
 
     def summary(self) -> None:
-        """summary = on_log on_train_end"""
+        """summary = [ on_push_begin ] on_log on_train_end"""
+        if self.peek() == "on_push_begin":
+            pos, entry = self.take("on_push_begin")
+            self.values.unchanged(pos, entry)
         pos, entry = self.take("on_log", what="the closing summary log, or on_epoch_begin for another epoch")
         self.values.unchanged(pos, entry)
         pos, entry = self.take("on_train_end", what="after the summary log")

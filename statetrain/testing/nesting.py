@@ -44,7 +44,8 @@ DEFAULT_STATE_EVENTS: Mapping[str, frozenset[str]] = {
             "on_after_loss",
         }
     ),
-    "save": frozenset({"on_save"}),
+    "save": frozenset({"on_push_begin", "on_save"}),
+    "preempt": frozenset({"on_push_begin"}),
     "epoch_end": frozenset({"on_epoch_end"}),
     "done": frozenset({"on_log", "on_train_end"}),
 }

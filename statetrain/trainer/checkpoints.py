@@ -128,6 +128,8 @@ class CheckpointMixin:
 
         def store_flos(self, run: Run | None = None) -> None: ...
         def _snapshot_stateful_callbacks(self) -> None: ...
+        def _push_from_checkpoint(self, checkpoint_folder: str | Path) -> None: ...
+        def _finish_current_push(self) -> None: ...
 
     # --- saving -------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -228,7 +230,10 @@ class CheckpointMixin:
         protected = [Path(state.best_model_checkpoint)] if state.best_model_checkpoint else []
         # written once; with several processes every rank waits until the checkpoint is committed
         metadata = self._checkpoint_metadata(run)
-        return commit_checkpoint(args, output_dir, name, write_files, metadata, protected, required_files)
+        path = commit_checkpoint(args, output_dir, name, write_files, metadata, protected, required_files)
+        if args.push_to_hub:
+            self._push_from_checkpoint(path)  # per hub_strategy, in the background (HF)
+        return path
 
     # --- resuming -----------------------------------------------------------------------------
     def _resolve_checkpoint(self, resume_from_checkpoint: str | bool) -> Path:
@@ -356,8 +361,10 @@ class CheckpointMixin:
         """End of training: load the best weights when ``load_best_model_at_end`` asks for them.
 
         With ``save_total_limit=1`` only the best checkpoint stays, as in HF: during training the
-        newest was kept beside it to resume from, and the run has now ended.
+        newest was kept beside it to resume from, and the run has now ended. The pushes to the Hub
+        still running are waited for first, so no folder is removed while it is being uploaded.
         """
+        self._finish_current_push()
         best = self.state.best_model_checkpoint
         if best is None:
             return

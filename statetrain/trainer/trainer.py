@@ -63,7 +63,7 @@ from statetrain.trainer.checkpoints import CheckpointMixin, load_model_weights
 from statetrain.trainer.evaluation import EvaluationMixin, can_return_loss
 from statetrain.trainer.helpers import IntrospectionMixin, ReportingMixin
 from statetrain.trainer.hp_search import HyperparameterSearchMixin
-from statetrain.trainer.hub import HubMixin
+from statetrain.trainer.hub import HubMixin, PushInProgress
 from statetrain.trainer.model_options import (
     align_special_tokens,
     check_model_options,
@@ -160,9 +160,9 @@ class Trainer(
         self._signature_columns: list[str] | None = None
         self._train_batch_size = args.train_batch_size
         self.hub_model_id: str | None = None
+        self.push_in_progress: PushInProgress | None = None  # uploads started by checkpoint saves (HF's name)
         if args.push_to_hub:
             self.init_hf_repo()  # an unreachable Hub fails here, before any training (HF)
-            self._warn_no_checkpoint_pushes()
         self.fast_path = True  # False: full transitions triggers and accelerate's wrappers (same run)
         self.control = self.bus.fire(Event.ON_INIT_END, args, self.state, self.control, self.callback_refs)
         self._memory_tracker.stop("init")

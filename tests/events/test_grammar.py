@@ -694,3 +694,26 @@ def test_evaluation_and_save_inside_act_on_flags() -> None:
     swapped = [*trace[:13], ("on_save", 1, 0.5), *trace[10:13], *trace[14:]]
     with pytest.raises(ValueError):
         check_trace(swapped)
+
+
+def test_a_save_may_push_first_and_only_a_save() -> None:
+    """push_to_hub during training: HF fires on_push_begin inside the save, just before on_save."""
+    from statetrain.testing.grammar import check_trace
+
+    trace = [
+        ("on_train_begin", 0, 0.0),
+        ("on_epoch_begin", 0, 0.0),
+        ("on_step_begin", 0, 0.0),
+        ("on_pre_optimizer_step", 0, 0.0),
+        ("on_optimizer_step", 0, 0.0),
+        ("on_step_end", 1, 1.0),
+        ("on_push_begin", 1, 1.0),
+        ("on_save", 1, 1.0),
+        ("on_epoch_end", 1, 1.0),
+        ("on_log", 1, 1.0),
+        ("on_train_end", 1, 1.0),
+    ]
+    check_trace(trace)
+    check_trace([*trace[:-2], ("on_push_begin", 1, 1.0), *trace[-2:]])  # a preemption checkpoint's push
+    with pytest.raises(ValueError, match="unexpected 'on_push_begin'"):  # a push with no save
+        check_trace([*trace[:7], *trace[8:]])
