@@ -137,15 +137,13 @@ def digest(params: Any) -> str:
 
 # --- the candidates --------------------------------------------------------------------------------
 def hand(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock, str]:
-    from torch.nn import functional as F
-
-    net = mlp(w)
+    net = dict_model(w)
     with Clock() as clock:
         batches = loader(samples, w)
         optimizer, scheduler = optimizer_and_schedule(net.parameters(), w.steps)
         net.train()
         for batch in batches:
-            loss = F.cross_entropy(net(batch["x"]), batch["labels"])
+            loss = net(**batch)["loss"]
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -155,16 +153,15 @@ def hand(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock, s
 
 def accelerate_loop(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock, str]:
     from accelerate import Accelerator
-    from torch.nn import functional as F
 
-    net = mlp(w)
+    net = dict_model(w)
     accelerator = Accelerator(cpu=True)
     with Clock() as clock:
         optimizer, scheduler = optimizer_and_schedule(net.parameters(), w.steps)
         model, optimizer, batches, scheduler = accelerator.prepare(net, optimizer, loader(samples, w), scheduler)
         model.train()
         for batch in batches:
-            loss = F.cross_entropy(model(batch["x"]), batch["labels"])
+            loss = model(**batch)["loss"]
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -224,12 +221,16 @@ def transformers(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[
 
 def ignite(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock, str]:
     from ignite.engine import Events, create_supervised_trainer
-    from torch.nn import functional as F
 
-    net = mlp(w)
+    net = dict_model(w)
     optimizer, scheduler = optimizer_and_schedule(net.parameters(), w.steps)
+    # Ignite's supervised step for a model that computes its own loss: the batch goes in whole
     engine = create_supervised_trainer(
-        net, optimizer, F.cross_entropy, prepare_batch=lambda batch, device, non_blocking: (batch["x"], batch["labels"])
+        net,
+        optimizer,
+        loss_fn=lambda loss, _: loss,
+        prepare_batch=lambda batch, device, non_blocking: (batch, None),
+        model_fn=lambda model, batch: model(**batch)["loss"],
     )
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: scheduler.step())
     with Clock() as clock:
@@ -239,15 +240,14 @@ def ignite(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock,
 
 def lightning(samples: list[dict[str, Any]], w: Workload, tmp: str) -> tuple[Clock, str]:
     import lightning as L
-    from torch.nn import functional as F
 
     class Module(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = mlp(w)
+            self.net = dict_model(w)
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
-            return F.cross_entropy(self.net(batch["x"]), batch["labels"])
+            return self.net(**batch)["loss"]
 
         def configure_optimizers(self) -> Any:
             optimizer, scheduler = optimizer_and_schedule(self.net.parameters(), w.steps)

@@ -23,6 +23,7 @@ from operator import attrgetter
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 
 from statetrain.events.event import Event
 from statetrain.optim.loss import loss_from_outputs
@@ -51,6 +52,32 @@ LAYERS = (
 MicroStep = Callable[[torch.nn.Module, Any, Any], torch.Tensor]
 
 _is_training = attrgetter("training")
+
+
+def configure_step_shortcuts(trainer: Any, run: Any, defaults: type) -> None:
+    """Per ``train()``: the fused step, and the per-micro-batch calls that would change nothing.
+
+    * ``run.micro_step``: :func:`plain_training_step`, or ``None`` for the layered chain.
+    * ``run.model_without_flops``: the model when the default ``floating_point_ops`` counts 0 for
+      it (no ``floating_point_ops``, no ``num_parameters``: a plain torch module), so the call is
+      skipped while that model is the trainer's.
+    * ``run.sync_flag_has_effects``: whether accelerate's ``_set_sync_gradients`` does more than
+      set its flag (on XLA it marks a step); if not, it is only called when the flag changes.
+
+    ``Trainer.fast_path = False`` takes none of them.
+    """
+    if not trainer.fast_path:
+        return
+    run.micro_step = plain_training_step(trainer, defaults)
+    model = trainer.model
+    default_flops = getattr(type(trainer), "floating_point_ops", None) is getattr(
+        defaults, "floating_point_ops", None
+    ) and "floating_point_ops" not in vars(trainer)
+    if default_flops and not any(
+        callable(getattr(model, name, None)) for name in ("floating_point_ops", "num_parameters")
+    ):
+        run.model_without_flops = model
+    run.sync_flag_has_effects = trainer.accelerator.distributed_type == DistributedType.XLA
 
 
 def plain_training_step(trainer: Any, defaults: type) -> MicroStep | None:

@@ -50,7 +50,9 @@ class AccumulateState(State):
             or done == plan.steps_in_epoch
             or (last_of_window and len(run.window) < plan.gradient_accumulation_steps)
         )
-        run.accelerator.gradient_state._set_sync_gradients(closes_window)
+        gradient_state = run.accelerator.gradient_state
+        if run.sync_flag_has_effects or gradient_state.sync_gradients is not closes_window:
+            gradient_state._set_sync_gradients(closes_window)
         # DeepSpeed keeps its own accumulation boundary (set from sync_gradients), so no no_sync, as in HF
         micro_step = run.micro_step or trainer._run_training_step
         if run.defer_gradient_sync and not last_of_window:
@@ -76,7 +78,8 @@ class AccumulateState(State):
                 _add_loss(tr_loss, step_loss)
         else:
             self._guard(run, tr_loss, step_loss, done, closes_window)
-        run.current_flos += float(trainer.floating_point_ops(inputs))
+        if trainer.model is not run.model_without_flops:
+            run.current_flos += float(trainer.floating_point_ops(inputs))
         if run.args.include_num_input_tokens_seen != "no":
             trainer._track_num_input_tokens(run, inputs)
         engine.batches_in_epoch = done

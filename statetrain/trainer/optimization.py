@@ -16,6 +16,8 @@ from statetrain.optim.schedulers import get_scheduler, steps_on_metrics
 class OptimizationMixin:
     """``create_optimizer``, ``create_scheduler`` and the learning-rate queries, mixed into the Trainer."""
 
+    _metrics_schedule: tuple[Any, bool] | None = None  # (scheduler, whether it steps on metrics)
+
     if TYPE_CHECKING:  # what the Trainer provides
         args: Any
         model: nn.Module
@@ -104,8 +106,13 @@ class OptimizationMixin:
 
     @property
     def _scheduler_steps_on_metrics(self) -> bool:
-        """A plateau (or ``GreedyLR``) scheduler steps on evaluation metrics, not after every optimizer step."""
-        return steps_on_metrics(self.lr_scheduler)
+        """A plateau (or ``GreedyLR``) scheduler steps on evaluation metrics, not after every optimizer step.
+
+        Asked once per scheduler object: ``_get_learning_rate`` reads it on every optimizer step."""
+        scheduler, known = self.lr_scheduler, self._metrics_schedule
+        if known is None or known[0] is not scheduler:
+            known = self._metrics_schedule = (scheduler, steps_on_metrics(scheduler))
+        return known[1]
 
     def _step_scheduler_on_metrics(self, metrics: dict[str, float]) -> None:
         """Step a plateau schedule on ``metric_for_best_model`` after an evaluation (HF ``_evaluate``)."""

@@ -56,7 +56,7 @@ from statetrain.optim.loss import (
     is_causal_lm,
     loss_shifts_labels,
 )
-from statetrain.optim.plain_step import plain_training_step
+from statetrain.optim.plain_step import configure_step_shortcuts
 from statetrain.trainer.batch_size_search import resume_batch_size, run_with_batch_size_search
 from statetrain.trainer.callbacks import CallbackMixin
 from statetrain.trainer.checkpoints import CheckpointMixin, load_model_weights
@@ -467,7 +467,7 @@ class Trainer(
         # HF calls model.train() every micro-batch; with no train() override, checking the flags gives the same
         modules = list(model.modules())
         self._plain_train_modules = modules if all(type(m).train is nn.Module.train for m in modules) else None
-        run.micro_step = plain_training_step(self, TrainingStepMixin) if self.fast_path else None
+        configure_step_shortcuts(self, run, TrainingStepMixin)
         self.callback_refs.update(
             model=self.model,
             optimizer=self.optimizer,

@@ -141,3 +141,40 @@ def test_a_callback_that_hears_a_step_event_gets_every_micro_batch_even_added_mi
     later.add_callback(AddLate())
     later.train()
     assert late.forwards == later.state.global_step - 2
+
+
+def test_flops_are_still_counted_for_a_model_that_counts_them_and_the_sync_flag_follows_the_window(
+    tmp_path: Path,
+) -> None:
+    class Counted(TinyRegressor):
+        def floating_point_ops(self, inputs: Any) -> float:
+            return 7.0
+
+    flags: list[tuple[str, bool]] = []
+
+    class SyncFlags(TrainerCallback):
+        def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            flags.append(("substep", trainer.accelerator.sync_gradients))
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            flags.append(("step", trainer.accelerator.sync_gradients))
+
+    torch.manual_seed(0)
+    trainer = Trainer(
+        model=Counted(),
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=3,
+            num_train_epochs=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+        ),
+        train_dataset=regression_rows(24),
+        callbacks=[SyncFlags()],
+    )
+    trainer.train()
+    assert trainer.state.total_flos == 7.0 * 6
+    assert flags == [("substep", False), ("substep", False), ("step", True)] * 2
