@@ -23,26 +23,33 @@ from statetrain.states import (
     StepState,
 )
 
+# The guards run several times a step: they read plain attributes (``run.trainer.control``, not the
+# ``run.control`` property; the fact properties of ``Run`` spelled out) so a test costs no call.
 WINDOW_EMPTY = Guard("window empty", lambda run: not run.window)
 WINDOW_COMPLETE = Guard("window complete", lambda run: run.window_complete)
 WINDOW_HAS_MORE = Guard("window has more", lambda run: run.window_pos < len(run.window))
 STOP_REQUESTED = Guard("stop requested", lambda run: run.stop_requested)
 EPOCH_OVER = Guard(
     "stop requested or epoch exhausted or max_steps reached",
-    lambda run: run.stop_requested or run.epoch_exhausted or run.budget_spent,
+    lambda run: (
+        run.trainer.control.should_epoch_stop
+        or run.trainer.control.should_training_stop
+        or run.update_step >= run.plan.num_update_steps_per_epoch  # run.epoch_exhausted
+        or run.state.global_step >= run.plan.max_steps  # run.budget_spent
+    ),
 )
 AT_EPOCH_END = Guard("at epoch end", lambda run: run.engine.epoch_ended)
 EPOCHS_REMAIN = Guard("epochs remain", lambda run: run.epochs_remaining)
-NOT_TRAINING_STOP = Guard("not should_training_stop", lambda run: not run.control.should_training_stop)
-SHOULD_EVALUATE = Guard("should_evaluate", lambda run: run.control.should_evaluate)
+NOT_TRAINING_STOP = Guard("not should_training_stop", lambda run: not run.trainer.control.should_training_stop)
+SHOULD_EVALUATE = Guard("should_evaluate", lambda run: run.trainer.control.should_evaluate)
 EVAL_ON_START = Guard("eval_on_start", lambda run: bool(run.args.eval_on_start))
 AT_START = Guard("at start", lambda run: run.starting)
-SHOULD_SAVE = Guard("should_save", lambda run: run.control.should_save)
+SHOULD_SAVE = Guard("should_save", lambda run: run.trainer.control.should_save)
 PREEMPTED = Guard("signal received", lambda run: run.preemption.requested)
 BUDGET_SPENT = Guard("max_steps reached", lambda run: run.budget_spent)
 SHOULD_LOG = Guard(
     "should_log and step moved",
-    lambda run: run.control.should_log and run.state.global_step > run.engine.globalstep_last_logged,
+    lambda run: run.trainer.control.should_log and run.state.global_step > run.engine.globalstep_last_logged,
 )
 
 

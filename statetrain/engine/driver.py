@@ -47,14 +47,15 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
     machine = spec.build(run, model, initial=start)
     run.machine_model = model
     exits = compile_exits(spec, machine, model, compiled)
-    states, final, bus = spec.states, spec.final, run.bus
+    runs = {name: state.run for name, state in spec.states.items()}
+    final, bus = spec.final, run.bus
     enter, leave, failed = Event.ON_STATE_ENTER, Event.ON_STATE_EXIT, Event.ON_EXCEPTION
     while True:
         name = model.state  # the machine's state is the state that runs
         if enter in bus.active:
             run.fire(enter, state_name=name)
         try:
-            states[name].run(run)
+            runs[name](run)
         except BaseException as exc:
             run.engine.current_state = name
             if failed in bus.active:

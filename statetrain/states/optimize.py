@@ -51,9 +51,11 @@ class OptimizeState(State):
             run.nonfinite.note("grad_norm", grad_norm, state.global_step + 1)  # no sync: read when logging
         elif grad_norm is not None and not math.isfinite(grad_norm):
             run.nonfinite.seen("grad_norm", state.global_step + 1)
-        run.fire(Event.ON_PRE_OPTIMIZER_STEP)
+        if Event.ON_PRE_OPTIMIZER_STEP in run.bus.active:  # what run.fire checks first, without the call
+            run.fire(Event.ON_PRE_OPTIMIZER_STEP)
         run.step_optimizer.step()
-        run.fire(Event.ON_OPTIMIZER_STEP)
+        if Event.ON_OPTIMIZER_STEP in run.bus.active:
+            run.fire(Event.ON_OPTIMIZER_STEP)
         run.learning_rate = trainer._get_learning_rate()
         if run.schedule_per_step and not (run.steps_may_be_skipped and run.optimizer.step_was_skipped):
             run.lr_scheduler.step()
@@ -62,4 +64,5 @@ class OptimizeState(State):
         state.epoch = engine.epoch_index + engine.batches_in_epoch / run.plan.steps_in_epoch
         run.update_step += 1
         run.fire(Event.ON_STEP_END)
-        agree_on_preemption(run)  # several processes stop at the same step, or none does
+        if run.preemption.coordinated:
+            agree_on_preemption(run)  # several processes stop at the same step, or none does

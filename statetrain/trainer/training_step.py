@@ -259,13 +259,12 @@ class TrainingStepMixin:
         num_items = self._get_num_items_in_batch(batches, device)
         self._window_weights = None
         if (
-            num_items is None
-            and batches
+            (len(batches) > 1 or self._world_size > 1)  # a lone micro-batch's share is exactly 1
+            and num_items is None
             and not self.model_accepts_loss_kwargs
             and self.compute_loss_func is None
             and self.loss_is_scaled_for_ga is None
             and self._n_gpu <= 1
-            and (len(batches) > 1 or self._world_size > 1)  # a lone micro-batch's share is exactly 1
         ):
             counts = [count_label_items(batch, self._loss_shifts_labels) for batch in batches]
             if all(count is not None for count in counts):
