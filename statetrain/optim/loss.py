@@ -6,6 +6,7 @@ normalised, what a non-finite loss does to the step) has one definition the test
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Mapping
@@ -236,6 +237,17 @@ class NonFiniteWatch:
         first = torch.where(bad, steps, torch.iinfo(torch.long).max).min()
         previous = self._folded.get(kind)
         self._folded[kind] = first if previous is None else torch.minimum(previous, first)
+
+    def settle(self, kind: str, read: float, only: torch.Tensor | None = None) -> None:
+        """The caller read ``read`` on the host and it is finite: the pending values of ``kind`` need
+        no device check if ``read`` accounts for all of them, being their sum (``only`` not given)
+        or the one pending value itself (``only``). A log's loss sum settles the losses since the
+        last log for free, where folding them costs a few kernels per log."""
+        values = self._values.get(kind)
+        if not values or not math.isfinite(read):
+            return
+        if only is None or (len(values) == 1 and values[0][1] is only):
+            del self._values[kind]
 
     def seen(self, kind: str, step: int) -> None:
         """Record a non-finite value the caller already found on the host."""

@@ -35,5 +35,9 @@ class LogState(State):
         engine.total_loss_scalar += scalar
         engine.globalstep_last_logged = state.global_step
         trainer.store_flos(run)
+        if not run.args.logging_nan_inf_filter:  # (the filter replaces a bad loss: the sum says nothing)
+            run.nonfinite.settle("loss", scalar)  # the sum of every loss noted since the last log
+        if isinstance(grad_norm, torch.Tensor):
+            run.nonfinite.settle("grad_norm", logs["grad_norm"], only=grad_norm)
         run.nonfinite.report(run)  # after the sync above: reading its flags waits for nothing more
         trainer.log(logs, run.start_time)
