@@ -71,10 +71,14 @@ def child(name: str, workload: str, steps: int, calls: int = 1) -> dict[str, Any
     with tempfile.TemporaryDirectory() as tmp:
         if package in ("statetrain", "transformers"):
             result.update(startup(package, tmp))
+            gc.collect()  # the start-up probe's trainer is garbage (reference cycles): free it
         warm, _ = loop(samples, w, tmp)
-        gc.collect()  # the warm-up's trainer is garbage (reference cycles): free it before the timed call
+        timed = []
+        for _ in range(calls):
+            gc.collect()  # the previous call's trainer is garbage too: every call starts from the same heap
+            timed.append(loop(samples, w, tmp))
         # with several timed calls the fastest counts: a burst of other work only slows some of them
-        clock, params = min((loop(samples, w, tmp) for _ in range(calls)), key=lambda timed: timed[0].wall)
+        clock, params = min(timed, key=lambda result: result[0].wall)
     result.update(
         seconds=clock.wall,
         cpu_seconds=clock.cpu,

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -238,7 +237,22 @@ _REGISTRY: dict[str, OptimizerFactory] = {
     "adafactor": _adafactor,
 }
 
-OPTIMIZERS: Mapping[str, OptimizerFactory] = MappingProxyType(_REGISTRY)
+
+class _RegistryView(Mapping[str, OptimizerFactory]):
+    """Read-only view of the registry that registers transformers' package-served names on first
+    read: their factories (GaLore, APOLLO, bitsandbytes, torchao...) load only when asked for."""
+
+    def __getitem__(self, key: str) -> OptimizerFactory:
+        return _registry()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_registry())
+
+    def __len__(self) -> int:
+        return len(_registry())
+
+
+OPTIMIZERS: Mapping[str, OptimizerFactory] = _RegistryView()
 """Read-only view of the registry (name → factory); change it with :func:`register_optimizer`."""
 
 
@@ -253,7 +267,7 @@ def register_optimizer(name: Any, factory: OptimizerFactory, *, overwrite: bool 
         raise ValueError("an optimizer name must be a non-empty string")
     if not callable(factory):
         raise TypeError(f"the factory for optimizer {key!r} must be callable, got {type(factory).__name__}")
-    if key in _REGISTRY and not overwrite:
+    if key in _registry() and not overwrite:
         raise ValueError(f"optimizer {key!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[key] = factory
     return factory
@@ -262,7 +276,7 @@ def register_optimizer(name: Any, factory: OptimizerFactory, *, overwrite: bool 
 def unregister_optimizer(name: Any) -> OptimizerFactory:
     """Remove a name (e.g. one a test registered) and return its factory."""
     key = name_of(name)
-    if key not in _REGISTRY:
+    if key not in _registry():
         raise unknown_name_error("optimizer", key, _REGISTRY)
     return _REGISTRY.pop(key)
 
@@ -286,7 +300,7 @@ def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> t
     The kwargs are a fresh dict each call, so the caller may pop from it.
     """
     key = name_of(args.optim)
-    factory = _REGISTRY.get(key)
+    factory = _REGISTRY.get(key) or _registry().get(key)
     if factory is None:
         raise unknown_name_error("optimizer", key, _REGISTRY)
     ctx = OptimizerContext(
@@ -296,12 +310,17 @@ def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> t
     return cls, dict(kwargs)
 
 
-def _register_package_optimizers() -> None:
-    """transformers' names served by other packages (bitsandbytes, torchao, schedulefree...)."""
-    from statetrain.optim.package_optimizers import PACKAGE_OPTIMIZERS
-
-    for key, factory in PACKAGE_OPTIMIZERS.items():
-        _REGISTRY.setdefault(key, factory)
+_package_names_registered = False
 
 
-_register_package_optimizers()
+def _registry() -> dict[str, OptimizerFactory]:
+    """The registry, with transformers' names served by other packages (bitsandbytes, torchao,
+    schedulefree...) added the first time it is read whole; a name registered before keeps its factory."""
+    global _package_names_registered
+    if not _package_names_registered:
+        from statetrain.optim.package_optimizers import PACKAGE_OPTIMIZERS
+
+        for key, factory in PACKAGE_OPTIMIZERS.items():
+            _REGISTRY.setdefault(key, factory)
+        _package_names_registered = True
+    return _REGISTRY

@@ -30,8 +30,6 @@ from statetrain.checkpoint.contents import (
     resolve_best_checkpoint,
     weights_are_finite,
 )
-from statetrain.checkpoint.fsdp import gather_for_checkpoint, gather_model_state, load_optimizer_state
-from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
 from statetrain.checkpoint.model_files import processor_to_save, save_model_files
 from statetrain.checkpoint.peft_adapter import AdapterLoadError, is_peft_model, load_adapter
 from statetrain.checkpoint.processes import commit_checkpoint, gather_rng_states, world_size_mismatch, write_rng_files
@@ -135,6 +133,8 @@ class CheckpointMixin:
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the model (and config, processing class) to ``output_dir`` (HF ``save_model``)."""
         target = Path(output_dir if output_dir is not None else self.args.output_dir)
+        from statetrain.checkpoint.fsdp import gather_model_state  # FSDP/DeepSpeed code loads when used
+
         full_state = gather_model_state(self.model_wrapped)  # FSDP: every process takes part
         if not self.args.should_save:
             return
@@ -204,6 +204,8 @@ class CheckpointMixin:
         engine_json = run.engine.to_json_string()
         model = self.accelerator.unwrap_model(run.model)
         rng_states = None if args.save_only_model else gather_rng_states(args)  # every rank's, to one writer
+        from statetrain.checkpoint.fsdp import gather_for_checkpoint  # FSDP/DeepSpeed code loads when used
+
         full_model, full_optimizer = gather_for_checkpoint(run.model, run.optimizer, bool(args.save_only_model))
 
         def write_files(folder: Path) -> None:
@@ -299,6 +301,8 @@ class CheckpointMixin:
         state = TrainerState.load_from_json(path / TRAINER_STATE_NAME)
         engine = EngineState.load_from_json(path / ENGINE_STATE_NAME)
         recorded, current = read_manifest_metadata(path), self._checkpoint_metadata()
+        from statetrain.checkpoint.hf_format import POSITION_KEY, position_from_global_step
+
         if recorded.get(POSITION_KEY) == "global_step" and plan is not None:
             # imported from transformers: the position follows from global_step and this run, as in HF
             position_from_global_step(
@@ -336,6 +340,8 @@ class CheckpointMixin:
         if mismatch is not None:
             raise ResumeError(mismatch)
         # under FSDP the full state is loaded into this process's shard
+        from statetrain.checkpoint.fsdp import load_optimizer_state  # FSDP/DeepSpeed code loads when used
+
         load_optimizer_state(run.model, raw_optimizer, saved)
         run.lr_scheduler.load_state_dict(load_tree(path, "scheduler"))
         if self.accelerator.scaler is not None:

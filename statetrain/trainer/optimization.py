@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from statetrain.optim.optimizers import get_optimizer_cls_and_kwargs
-from statetrain.optim.package_optimizers import keep_embeddings_in_32_bits
 from statetrain.optim.param_groups import decay_parameter_names, grouped_parameters
 from statetrain.optim.schedulers import get_scheduler, steps_on_metrics
 
@@ -77,6 +76,8 @@ class OptimizationMixin:
                 if first in kwargs:
                     groups = kwargs.pop(first)
             self.optimizer = optimizer_cls(groups, **kwargs)
+            from statetrain.optim.package_optimizers import keep_embeddings_in_32_bits
+
             keep_embeddings_in_32_bits(optimizer_cls, kwargs, target)
         return self.optimizer
 
