@@ -100,7 +100,7 @@ class Run:
         # preemption: the pending signal, and the checkpoint written for it
         self.preemption = PreemptionRequest(coordinated=trainer.accelerator.num_processes > 1)
         self.preempted_checkpoint: Path | None = None
-        self.nonfinite = NonFiniteWatch()
+        self.nonfinite = NonFiniteWatch(self.device)
         self.last_saved_step = -1
         # objects with state_dict()/load_state_dict() that custom states want in every checkpoint
         self.checkpointables: dict[str, Any] = {}

@@ -208,19 +208,28 @@ class NonFiniteWatch:
     loop syncs anyway (the log state, a save, the end of training). Every :data:`FOLD` steps without
     a log they are folded on the device into the smallest bad step so far (a few kernels, still no
     sync), so memory stays bounded. A value the loop already checked on the host is given to ``seen``.
+    A watch for a CPU run (``device``) reads each 0-d value when it is noted instead: there is no
+    queued device work to wait for, and nothing is kept.
     """
 
     FOLD = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        # On the CPU there is no device queue to wait for: a scalar is read when noted and nothing
+        # is kept (500 kept 0-d tensors are a quarter megabyte between two logs)
+        self._read_at_once = device is not None and torch.device(device).type == "cpu"
         self._values: dict[str, list[tuple[int, torch.Tensor]]] = {}
         self._folded: dict[str, torch.Tensor] = {}
         self._first: dict[str, int] = {}
         self._warned: set[str] = set()
 
     def note(self, kind: str, value: torch.Tensor, step: int) -> None:
-        """Remember ``value`` of ``step`` (no kernel, no sync)."""
+        """Remember ``value`` of ``step`` (no kernel, no sync); on the CPU, check a scalar at once."""
         if kind in self._first:
+            return
+        if self._read_at_once and value.dim() == 0:
+            if not math.isfinite(value.item()):
+                self._first[kind] = step
             return
         values = self._values.setdefault(kind, [])
         values.append((step, value.detach() if value.requires_grad else value))

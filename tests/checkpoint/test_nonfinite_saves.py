@@ -135,3 +135,19 @@ def test_a_finite_value_read_at_the_log_settles_the_pending_ones_without_device_
     with pytest.warns(NonFiniteWarning, match="at step 7"):
         other.report(run)
     assert len(checks) == 2  # both kinds were checked on the device
+
+
+def test_a_cpu_watch_reads_each_value_when_noted_and_keeps_none() -> None:
+    import gc
+    import weakref
+
+    watch = NonFiniteWatch("cpu")
+    losses = [torch.tensor(1.0) for _ in range(3)] + [torch.tensor(float("nan")), torch.tensor(float("inf"))]
+    refs = [weakref.ref(loss) for loss in losses]
+    for step, loss in enumerate(losses, start=1):
+        watch.note("loss", loss, step)
+    del losses, loss
+    gc.collect()
+    assert all(ref() is None for ref in refs)  # nothing kept between two logs
+    with pytest.warns(NonFiniteWarning, match="at step 4"):
+        watch.report(type("R", (), {"args": None})())
