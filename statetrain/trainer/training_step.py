@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from statetrain.context.run import Run
 
 
+_EXHAUSTED = object()
+"""What ``next`` returns for a finished epoch iterator in ``get_batch_samples``."""
+
+
 class TrainingStepMixin:
     """Per-micro-batch work of the Trainer, mixed into it."""
 
@@ -252,10 +256,10 @@ class TrainingStepMixin:
         """
         batches: list[Any] = []
         for _ in range(num_batches):
-            try:
-                batches.append(next(epoch_iterator))
-            except StopIteration:
+            batch = next(epoch_iterator, _EXHAUSTED)
+            if batch is _EXHAUSTED:
                 break
+            batches.append(batch)
         num_items = self._get_num_items_in_batch(batches, device)
         self._window_weights = None
         if (

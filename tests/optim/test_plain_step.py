@@ -178,3 +178,25 @@ def test_flops_are_still_counted_for_a_model_that_counts_them_and_the_sync_flag_
     trainer.train()
     assert trainer.state.total_flos == 7.0 * 6
     assert flags == [("substep", False), ("substep", False), ("step", True)] * 2
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["nobody-hears-step-begin", "a-listener"])
+def test_step_begin_clears_hf_flags_with_or_without_a_listener(tmp_path: Path, listened: bool) -> None:
+    """A flag the flow cannot act on yet (should_log set in on_log, before the step moves) is cleared
+    at the next step begin, as HF's CallbackHandler does; without a listener no event is fired."""
+
+    class LogAgain(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            control.should_log = True
+
+    class HearsStepBegin(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            pass
+
+    trainer = make(tmp_path, True, logging_steps=2, num_train_epochs=1)
+    trainer.add_callback(LogAgain())
+    if listened:
+        trainer.add_callback(HearsStepBegin())
+    trainer.train()
+    logged_steps = [e["step"] for e in trainer.state.log_history if "loss" in e]
+    assert logged_steps == [2, 4, 6]
