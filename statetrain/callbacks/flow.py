@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from statetrain.callbacks.base import TrainerCallback
+from statetrain.events.bus import IGNORES_REFS_MARKER
 
 
 class DefaultFlowCallback(TrainerCallback):
@@ -37,3 +38,8 @@ class DefaultFlowCallback(TrainerCallback):
         if args.save_strategy == "epoch":
             control.should_save = True
         return control
+
+
+# the flow rules read only args, state and control: no references need building for them
+for _rule in (DefaultFlowCallback.on_step_end, DefaultFlowCallback.on_epoch_end):
+    setattr(_rule, IGNORES_REFS_MARKER, True)

@@ -27,6 +27,10 @@ from statetrain.events.filters import EventFilter, FilteredEvent, make_filter
 from statetrain.events.hf_loggers import CALLBACKS, hf_facing_logger
 
 NOOP_MARKER = "__statetrain_noop__"
+IGNORES_REFS_MARKER = "__statetrain_ignores_refs__"
+"""Set on a built-in callback method that reads none of the references HF passes as keyword
+arguments (model, optimizer, ...): the bus calls it without building them (a subclass that
+overrides the method gets them again)."""
 logger = logging.getLogger(__name__)
 
 
@@ -100,6 +104,8 @@ class Handler:
     filter: EventFilter | None = None
     name: str = ""
     count: int = field(default=0, repr=False)
+    needs_refs: bool = True
+    """Whether an object handler is given HF's references (``model=...``, ``optimizer=...``)."""
 
 
 def _is_noop(method: Any) -> bool:
@@ -257,7 +263,10 @@ class EventBus:
                     continue
             try:
                 if handler.is_object:
-                    result = handler.fn(args, state, control, **refs, **payload)
+                    if handler.needs_refs:
+                        result = handler.fn(args, state, control, **refs, **payload)
+                    else:
+                        result = handler.fn(args, state, control, **payload)
                 else:
                     data = EventData(event, args, state, control, refs, payload)
                     result = handler.fn(data)
@@ -299,6 +308,7 @@ class EventBus:
                         priority=priority,
                         seq=seq,
                         name=f"{cls.__name__}.{event.value}",
+                        needs_refs=not getattr(method, IGNORES_REFS_MARKER, False),
                     )
                 )
         entries.extend(self._functions)

@@ -124,7 +124,7 @@ def _fused_step(trainer: Any) -> MicroStep:
         if model is not wrapped or not all(map(_is_training, modules)):
             model.train()
         if type(inputs) is dict:
-            inputs = {k: v.to(device=device) if type(v) is torch.Tensor else prepare(v) for k, v in inputs.items()}
+            inputs = {k: v.to(device) if type(v) is torch.Tensor else prepare(v) for k, v in inputs.items()}
         else:
             inputs = prepare(inputs)
         if len(inputs) == 0:

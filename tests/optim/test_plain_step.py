@@ -200,3 +200,24 @@ def test_step_begin_clears_hf_flags_with_or_without_a_listener(tmp_path: Path, l
     trainer.train()
     logged_steps = [e["step"] for e in trainer.state.log_history if "loss" in e]
     assert logged_steps == [2, 4, 6]
+
+
+def test_a_flow_callback_subclass_that_overrides_a_rule_gets_hfs_references(tmp_path: Path) -> None:
+    """The built-in flow rules are called without HF's keyword references (they read none); an
+    override is called with them, as HF's CallbackHandler calls every callback."""
+    from statetrain.callbacks.flow import DefaultFlowCallback
+
+    seen: list[set[str]] = []
+
+    class OwnFlow(DefaultFlowCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            seen.append(set(kwargs))
+            return super().on_step_end(args, state, control, **kwargs)
+
+    trainer = make(tmp_path, True, num_train_epochs=1, logging_steps=2)
+    trainer.remove_callback(DefaultFlowCallback)
+    trainer.add_callback(OwnFlow())
+    trainer.train()
+    assert len(seen) == trainer.state.global_step
+    assert all({"model", "optimizer", "lr_scheduler", "train_dataloader"} <= keys for keys in seen)
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [2, 4, 6]
