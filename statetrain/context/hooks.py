@@ -36,6 +36,7 @@ class TrainerHooks(Protocol):
     data_collator: Callable[..., Any]
     nan_inf_guard: Any
     current_gradient_accumulation_steps: int
+    _window_weights: Any  # the window's loss weights (get_batch_samples), or None
     _train_batch_size: int
     _memory_tracker: MemoryTracker
 

@@ -71,6 +71,7 @@ class Run:
         self.schedule_per_step = True  # the schedule steps after every update (not a plateau schedule)
         self.micro_step: Any = None  # the fused default training step (optim/plain_step.py), if it applies
         self.model_without_flops: Any = None  # a model the default floating_point_ops counts 0 for (skipped)
+        self.single_batch_windows_plain = False  # a one-batch window needs no get_batch_samples call
         self.sync_flag_has_effects = True  # False: accelerate's sync flag is a plain attribute (not XLA)
         self.plain_loader = False  # the training loader's per-batch wrapper work is a no-op (fast_path)
         # data position within the epoch

@@ -63,6 +63,9 @@ def configure_step_shortcuts(trainer: Any, run: Any, defaults: type) -> None:
       skipped while that model is the trainer's.
     * ``run.sync_flag_has_effects``: whether accelerate's ``_set_sync_gradients`` does more than
       set its flag (on XLA it marks a step); if not, it is only called when the flag changes.
+    * ``run.single_batch_windows_plain``: a window of one micro-batch is read straight from the
+      iterator when the default ``get_batch_samples`` would return it with no item count and no
+      loss weights (the step state's own ``fetch_window`` not overridden either).
 
     ``Trainer.fast_path = False`` takes none of them.
     """
@@ -78,6 +81,17 @@ def configure_step_shortcuts(trainer: Any, run: Any, defaults: type) -> None:
     ):
         run.model_without_flops = model
     run.sync_flag_has_effects = trainer.accelerator.distributed_type == DistributedType.XLA
+    run.single_batch_windows_plain = (
+        all(_default_layer(trainer, defaults, name) for name in ("get_batch_samples", "_get_num_items_in_batch"))
+        and not trainer.model_accepts_loss_kwargs  # no item count: _get_num_items_in_batch gives None
+        and trainer.compute_loss_func is None
+        and trainer._world_size <= 1  # a lone batch's loss weight is 1 only in one process
+    )
+
+
+def _default_layer(trainer: Any, defaults: type, name: str) -> bool:
+    """Whether ``name`` is the default implementation, neither overridden nor set on the instance."""
+    return getattr(type(trainer), name) is getattr(defaults, name) and name not in vars(trainer)
 
 
 def plain_training_step(trainer: Any, defaults: type) -> MicroStep | None:

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from statetrain.context.run import Run
 
 
+_EXHAUSTED = object()
+
+
 class StepState(State):
     """Windows never span epochs: the last one of an epoch holds the remainder of micro-batches."""
 
@@ -32,7 +35,13 @@ class StepState(State):
         if run.update_step == plan.num_update_steps_per_epoch - 1:
             size = plan.steps_in_epoch % accumulation or accumulation
         trainer = run.trainer
-        run.window, run.num_items_in_batch = self.fetch_window(run, size)
+        if size == 1 and run.single_batch_windows_plain and type(self).fetch_window is StepState.fetch_window:
+            # what the default fetch returns for a one-batch window that has no item count or weights
+            batch = next(run.epoch_iterator, _EXHAUSTED)
+            run.window, run.num_items_in_batch = ([] if batch is _EXHAUSTED else [batch]), None
+            trainer._window_weights = None
+        else:
+            run.window, run.num_items_in_batch = self.fetch_window(run, size)
         run.window_pos = 0
         if run.pending_rng is not None:
             # mid-epoch resume: the skipped iterator is built; now the RNG continues where it stopped

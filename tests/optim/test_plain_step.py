@@ -221,3 +221,34 @@ def test_a_flow_callback_subclass_that_overrides_a_rule_gets_hfs_references(tmp_
     assert len(seen) == trainer.state.global_step
     assert all({"model", "optimizer", "lr_scheduler", "train_dataloader"} <= keys for keys in seen)
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [2, 4, 6]
+
+
+def test_one_batch_windows_skip_get_batch_samples_unless_it_is_overridden(tmp_path: Path) -> None:
+    fetch = TrainingStepMixin.get_batch_samples.__code__
+    calls = [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is fetch:
+            calls[0] += 1
+
+    counts = {}
+    for fast in (True, False):
+        trainer = make(tmp_path / str(fast), fast, num_train_epochs=1)
+        calls[0] = 0
+        sys.setprofile(profile)
+        try:
+            trainer.train()
+        finally:
+            sys.setprofile(None)
+        counts[fast] = calls[0]
+    assert counts == {True: 0, False: 6}
+
+    class OwnFetch(Trainer):
+        def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+            fetched.append(num_batches)
+            return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    fetched: list[int] = []
+    own = make(tmp_path / "own", True, trainer_class=OwnFetch, num_train_epochs=1)
+    own.train()
+    assert own.state.global_step == 6 and fetched == [1] * 6  # the override serves every window
