@@ -126,8 +126,6 @@ class EventBus:
         self._table: dict[Event, tuple[Handler, ...]] = {}
         self.active: frozenset[Event] = frozenset(FLAGS_CLEARED_BEFORE)
         """Events a fire does anything for (a handler, or HF flags to clear); others may be skipped whole."""
-        self.heard: frozenset[Event] = frozenset()
-        """Events with at least one handler (a fire of any other only clears its HF flags)."""
         self._seq = 0
         self.refs: Mapping[str, Any] = {}
         """What HF's ``CallbackHandler`` passes every callback (model, optimizer, ...): the Trainer's
@@ -316,8 +314,7 @@ class EventBus:
         for entry in sorted(entries, key=lambda h: (-h.priority, h.seq)):
             table.setdefault(entry.event, []).append(entry)
         self._table = {event: tuple(items) for event, items in table.items()}
-        self.heard = frozenset(self._table)
-        self.active = self.heard | frozenset(FLAGS_CLEARED_BEFORE)
+        self.active = frozenset(self._table) | frozenset(FLAGS_CLEARED_BEFORE)
 
     def describe(self) -> dict[str, list[str]]:
         """The dispatch table by event name, for debugging and docs."""

@@ -73,10 +73,7 @@ def configure_step_shortcuts(trainer: Any, run: Any, defaults: type) -> None:
         return
     run.micro_step = plain_training_step(trainer, defaults)
     model = trainer.model
-    default_flops = getattr(type(trainer), "floating_point_ops", None) is getattr(
-        defaults, "floating_point_ops", None
-    ) and "floating_point_ops" not in vars(trainer)
-    if default_flops and not any(
+    if _default_layer(trainer, defaults, "floating_point_ops") and not any(
         callable(getattr(model, name, None)) for name in ("floating_point_ops", "num_parameters")
     ):
         run.model_without_flops = model
@@ -90,8 +87,12 @@ def configure_step_shortcuts(trainer: Any, run: Any, defaults: type) -> None:
 
 
 def _default_layer(trainer: Any, defaults: type, name: str) -> bool:
-    """Whether ``name`` is the default implementation, neither overridden nor set on the instance."""
-    return getattr(type(trainer), name) is getattr(defaults, name) and name not in vars(trainer)
+    """Whether ``name`` is the default implementation, neither overridden on the class nor set on the
+    instance (the events wrapper the Trainer sets around its own ``compute_loss`` counts as default)."""
+    own = vars(trainer).get(name)
+    return getattr(type(trainer), name) is getattr(defaults, name) and (
+        own is None or own is trainer._events_compute_loss
+    )
 
 
 def plain_training_step(trainer: Any, defaults: type) -> MicroStep | None:
@@ -100,12 +101,8 @@ def plain_training_step(trainer: Any, defaults: type) -> MicroStep | None:
     ``defaults`` is the class that defines the default layers (``TrainingStepMixin``): a layer
     resolved anywhere else on the trainer's class, or set on the instance, is an override.
     """
-    cls, own = type(trainer), vars(trainer)
-    for name in LAYERS:
-        if getattr(cls, name) is not getattr(defaults, name):
-            return None
-        if name in own and not (name == "compute_loss" and own[name] is trainer._events_compute_loss):
-            return None
+    if not all(_default_layer(trainer, defaults, name) for name in LAYERS):
+        return None
     accelerator = trainer.accelerator
     if (
         accelerator.backward is not trainer._events_backward
@@ -130,7 +127,7 @@ def _fused_step(trainer: Any) -> MicroStep:
     bus, device, modules = trainer.bus, trainer._device, trainer._plain_train_modules
     prepare, wrapped = trainer._prepare_input, trainer.model_wrapped
     accepts_loss_kwargs = trainer.model_accepts_loss_kwargs
-    processes = accelerator_processes(trainer)
+    processes = _token_average_factor(trainer)
 
     def step(model: torch.nn.Module, inputs: Any, num_items_in_batch: Any) -> torch.Tensor:
         if not bus.active.isdisjoint(STEP_EVENTS) or trainer._window_weights is not None:
@@ -160,7 +157,7 @@ def _fused_step(trainer: Any) -> MicroStep:
     return step
 
 
-def accelerator_processes(trainer: Any) -> int:
+def _token_average_factor(trainer: Any) -> int:
     """The factor HF's ``average_tokens_across_devices`` puts on a loss normalised by the global count."""
     if not trainer.args.average_tokens_across_devices:
         return 1

@@ -50,13 +50,4 @@ class StepState(State):
         trainer.current_gradient_accumulation_steps = len(run.window)
         if not run.window:
             return
-        if Event.ON_STEP_BEGIN in run.bus.heard:
-            run.fire(Event.ON_STEP_BEGIN)
-        else:  # what the fire would do: HF's CallbackHandler clears these flags at every step begin
-            control = trainer.control
-            if control.should_log:
-                control.should_log = False
-            if control.should_evaluate:
-                control.should_evaluate = False
-            if control.should_save:
-                control.should_save = False
+        run.fire(Event.ON_STEP_BEGIN)  # with no listener the bus only clears HF's step-begin flags
