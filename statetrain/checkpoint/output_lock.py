@@ -102,8 +102,11 @@ class OutputDirLock:
             raise OutputDirError(f"could not lock {self.path}: it was replaced {_ATTEMPTS} times in a row")
         self._fd = fd
         record = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token, "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        data = json.dumps(record).encode("utf-8")
+        # written, then cut to length: truncating to zero first would make ext4 flush the file when
+        # it is closed (its replace-via-truncate heuristic), about 0.1 ms on every train() call
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
 
     def release(self) -> None:
         """Remove the lock file while still holding it, then drop the lock (see the module docstring)."""

@@ -2,23 +2,23 @@
 transition out of it, until the final state has run. The declared table alone decides the flow.
 
 The ``transitions.Machine`` built from the declaration is the model of the loop: the state the
-driver runs is always the one its model is in. Two ways of moving it:
+driver runs is always the one its model is in, read back before every state. Two ways of moving it:
 
 * **compiled** (the default): before the first state runs, the exits of every state are read out
   of the built machine (its events' transitions, their conditions and destination states, in the
-  declared priority order) into a table. Per edge the driver then evaluates those conditions and
-  moves the model as ``Machine.set_state`` does: the same edge ``transitions`` would take, without
-  its per-trigger event dispatch (about 6 µs a trigger, three triggers a step).
+  declared priority order) and compiled into one loop (``compiled_loop``). Per edge it evaluates
+  those conditions and moves the model as ``Machine.set_state`` does: the same edge ``transitions``
+  would take, without its per-trigger event dispatch (about 6 µs a trigger, three triggers a step).
 * **full triggers** (``compiled=False``): the driver picks the edge the same way, then fires that
   trigger on the machine, which checks the conditions again and moves. Kept for comparison and for
-  the test that both walk the same states.
-"""
+  the test that both walk the same states."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from statetrain.engine.compiled_loop import CompiledExit, compile_loop
 from statetrain.engine.machine import MachineSpec
 from statetrain.events.event import Event
 
@@ -46,20 +46,31 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
     model = model if model is not None else MachineModel()
     machine = spec.build(run, model, initial=start)
     run.machine_model = model
-    exits = compile_exits(spec, machine, model, compiled)
-    runs = {name: state.run for name, state in spec.states.items()}
-    final, bus = spec.final, run.bus
-    enter, leave, failed = Event.ON_STATE_ENTER, Event.ON_STATE_EXIT, Event.ON_EXCEPTION
+
+    def stalled(name: str, unknown: bool = False) -> None:
+        if unknown:
+            raise StalledMachineError(f"the machine's model is in state {name!r}, which the machine does not declare")
+        outgoing = [t.label for t in spec.transitions_from(name)]
+        raise StalledMachineError(
+            f"state {name!r} has no enabled transition (tried {outgoing}); the loop would stall here"
+        )
+
+    enter, leave = Event.ON_STATE_ENTER, Event.ON_STATE_EXIT
+    if compiled:
+        runs = {name: state.run for name, state in spec.states.items()}
+        loop = compile_loop(list(spec.states), runs, read_exits(spec, machine), spec.final, machine.model_attribute)
+        loop(run, model, run.bus, enter, leave, _failed, stalled)
+        return
+    exits = compile_exits(spec, machine, model)
+    bus, final = run.bus, spec.final
     while True:
         name = model.state  # the machine's state is the state that runs
         if enter in bus.active:
             run.fire(enter, state_name=name)
         try:
-            runs[name](run)
+            spec.states[name].run(run)
         except BaseException as exc:
-            run.engine.current_state = name
-            if failed in bus.active:
-                run.fire(failed, state_name=name, exception=exc)
+            _failed(run, bus, name, exc)
             raise
         if leave in bus.active:
             run.fire(leave, state_name=name)
@@ -71,56 +82,52 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
                 move()
                 break
         else:
-            outgoing = [t.label for t in spec.transitions_from(name)]
-            raise StalledMachineError(
-                f"state {name!r} has no enabled transition (tried {outgoing}); the loop would stall here"
-            )
+            stalled(name)
 
 
-def compile_exits(spec: MachineSpec, machine: Any, model: Any, compiled: bool = True) -> dict[str, list[Exit]]:
-    """Every state's exits in priority order, read from the built ``transitions.Machine``.
+def _failed(run: Any, bus: Any, name: str, exc: BaseException) -> None:
+    """A state raised: the persisted state names it, and ``on_exception`` hears of it."""
+    run.engine.current_state = name
+    if Event.ON_EXCEPTION in bus.active:
+        run.fire(Event.ON_EXCEPTION, state_name=name, exception=exc)
 
-    The declaration gives the order (first enabled wins); the machine gives each edge's conditions
-    and destination, so what runs is what ``transitions`` holds.
-    """
-    exits: dict[str, list[Exit]] = {}
+
+def read_exits(spec: MachineSpec, machine: Any) -> dict[str, list[CompiledExit]]:
+    """Every state's exits in priority order, as the built ``transitions.Machine`` holds them: each
+    edge's conditions (callable and required result) and its destination state's value."""
+    exits: dict[str, list[CompiledExit]] = {}
     for name in spec.states:
-        table: list[Exit] = []
+        table: list[CompiledExit] = []
         for declared in spec.transitions_from(name):
             (edge,) = machine.events[declared.trigger].transitions[name]
-            enabled = _combine([(c.func, c.target) for c in edge.conditions])
-            if compiled:
-                move = _setter(machine, model, machine.get_state(edge.dest))
-            else:
-                move = _trigger(machine, model, declared.trigger, name)
-            table.append((enabled, move))
+            conditions = tuple((c.func, bool(c.target)) for c in edge.conditions)
+            table.append((conditions, machine.get_state(edge.dest).value))
         exits[name] = table
     return exits
 
 
-def _combine(conditions: list[tuple[Callable[[], Any], bool]]) -> Callable[[], bool] | None:
-    """One callable for an edge's conditions (the common single-guard case adds no wrapper)."""
+def compile_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list[Exit]]:
+    """For full triggers: every state's exits in priority order, each a test of its conditions and
+    the trigger that takes it (``transitions`` checks the conditions again when it fires)."""
+    exits: dict[str, list[Exit]] = {}
+    read = read_exits(spec, machine)
+    for name in spec.states:
+        exits[name] = [
+            (_combine(conditions), _trigger(machine, model, declared.trigger, name))
+            for (conditions, _), declared in zip(read[name], spec.transitions_from(name), strict=True)
+        ]
+    return exits
+
+
+def _combine(conditions: tuple[tuple[Callable[[], Any], bool], ...]) -> Callable[[], bool] | None:
+    """One callable for an edge's conditions."""
     if not conditions:
         return None
-    if len(conditions) == 1 and conditions[0][1]:
-        return conditions[0][0]
-    funcs = tuple(conditions)
 
     def enabled() -> bool:
-        return all(bool(func()) == target for func, target in funcs)
+        return all(bool(func()) == target for func, target in conditions)
 
     return enabled
-
-
-def _setter(machine: Any, model: Any, state: Any) -> Callable[[], None]:
-    """``machine.set_state(state, model)`` with its lookups done once: the model's state attribute
-    (``transitions``' ``model_attribute``) takes the state's value."""
-    attribute, value = machine.model_attribute, state.value
-
-    def move() -> None:
-        setattr(model, attribute, value)
-
-    return move
 
 
 def _trigger(machine: Any, model: Any, trigger: str, source: str) -> Callable[[], None]:

@@ -300,6 +300,7 @@ def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> t
     The kwargs are a fresh dict each call, so the caller may pop from it.
     """
     key = name_of(args.optim)
+    # a built-in name needs no import of the package-served ones; any other name loads them first
     factory = _REGISTRY.get(key) or _registry().get(key)
     if factory is None:
         raise unknown_name_error("optimizer", key, _REGISTRY)
