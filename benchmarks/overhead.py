@@ -13,8 +13,10 @@ the candidates are interleaved (the order rotates between repetitions); each pro
 to warm up, then once under the clock (``--calls N``: N times, the fastest counts). Ratios are
 taken against the hand-written loop *of the same repetition*, and the table shows their median
 [min-max] over repetitions. Wall time is the
-headline; the process's CPU time is beside it. Each child also reports its peak RSS, and the
-statetrain and transformers children time their package's import and first ``Trainer()``.
+headline; the process's CPU time is beside it. Peak RSS comes from a second fresh process per
+candidate and repetition, trained the same way with glibc's mmap threshold pinned
+(``MEMORY_ENV``), so that it does not depend on the allocator's moving threshold. The statetrain
+and transformers children time their package's import and first ``Trainer()``.
 
 Usage::
 
@@ -91,8 +93,20 @@ def child(name: str, workload: str, steps: int, calls: int = 1) -> dict[str, Any
     return result
 
 
-def _run_child(name: str, workload: str, steps: int, calls: int) -> dict[str, Any]:
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+"""For the peak-RSS child: glibc serves every allocation of 1 MiB or more with its own mapping and
+unmaps it when freed. By default the threshold moves up after the first large free, and then
+whether the next large tensors land in the heap (and stay resident) depends on the order of frees:
+the hand-written loop alone peaked anywhere between 451 and 496 MB on the compute MLP. Pinned,
+the same loop peaks at the same megabyte every time, so the ratio compares what the candidates
+keep, not the allocator's luck."""
+
+
+def _run_child(
+    name: str, workload: str, steps: int, calls: int, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.update(extra_env or {})
     env.setdefault("PYTHONWARNINGS", "ignore")
     command = [sys.executable, os.path.abspath(__file__), "--child", name, "--workloads", workload]
     command += ["--steps", str(steps), "--calls", str(calls)]
@@ -207,6 +221,9 @@ def run_workload(workload: str, names: list[str], reps: int, steps: int, calls: 
         shift = rep % len(names)
         order = names[shift:] + names[:shift]
         got = {name: _run_child(name, workload, steps, calls) for name in order}
+        for name in order:  # peak RSS from a second child with the allocator pinned (MEMORY_ENV)
+            got[name]["peak_rss_mb_unpinned"] = got[name]["peak_rss_mb"]
+            got[name]["peak_rss_mb"] = _run_child(name, workload, steps, 1, MEMORY_ENV)["peak_rss_mb"]
         results.append(got)
         noisy = [n for n in names if got[n]["seconds"] > DESCHEDULED * got[n]["cpu_seconds"]]
         line = "  ".join(f"{n} {got[n]['us_per_step']:.0f}" for n in names)
