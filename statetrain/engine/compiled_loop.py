@@ -15,6 +15,7 @@ documents. :func:`loop_source` shows the code for a machine.
 from __future__ import annotations
 
 import functools
+import keyword
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -120,7 +121,7 @@ def loop_source(shape: Shape, final: str, attribute: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _factory(shape: Shape, final: str, attribute: str) -> Callable[..., Callable[..., None]]:
-    if not attribute.isidentifier():
+    if not attribute.isidentifier() or keyword.iskeyword(attribute):
         raise ValueError(f"the machine's model attribute {attribute!r} is not a Python identifier")
     namespace: dict[str, Any] = {}
     code = compile(loop_source(shape, final, attribute), f"<statetrain compiled loop {len(shape)} states>", "exec")

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,17 +30,19 @@ class Integration:
     callback: str  # "module:Class" under statetrain.callbacks.reporting
     package: str | None  # what to pip install; None when nothing is needed
     in_all: bool = True  # part of report_to="all" when available
+    modules: tuple[str, ...] = ()  # importable names that count as installed (default: the package)
+    disabled_by: str | None = None  # an environment variable that hides it when "TRUE", as in HF
+    probe: Callable[[], bool] | None = None  # an availability test of its own (no package to find)
 
     def available(self) -> bool:
         """Installed (found without importing it: "all" must not pay every tracker's import time)."""
-        if self.name == "kubeflow":
-            return kubeflow_available()
+        if self.disabled_by is not None and os.environ.get(self.disabled_by, "FALSE").upper() == "TRUE":
+            return False
+        if self.probe is not None:
+            return self.probe()
         if self.package is None:
             return True
-        if self.name == "mlflow" and os.environ.get("DISABLE_MLFLOW_INTEGRATION", "FALSE").upper() == "TRUE":
-            return False
-        modules = ("tensorboard", "tensorboardX") if self.name == "tensorboard" else (self.package,)
-        return any(_installed(module) for module in modules)
+        return any(_installed(module) for module in self.modules or (self.package,))
 
     def load(self) -> type:
         module_name, cls_name = self.callback.split(":")
@@ -60,12 +62,14 @@ def _installed(module: str) -> bool:
 INTEGRATIONS: dict[str, Integration] = {
     item.name: item
     for item in (
-        Integration("mlflow", "to_mlflow:MLflowCallback", "mlflow"),
-        Integration("tensorboard", "to_tensorboard:TensorBoardCallback", "tensorboard"),
+        Integration("mlflow", "to_mlflow:MLflowCallback", "mlflow", disabled_by="DISABLE_MLFLOW_INTEGRATION"),
+        Integration(
+            "tensorboard", "to_tensorboard:TensorBoardCallback", "tensorboard", modules=("tensorboard", "tensorboardX")
+        ),
         Integration("wandb", "to_wandb:WandbCallback", "wandb"),
         Integration("codecarbon", "emissions:CodeCarbonCallback", "codecarbon"),
         Integration("trackio", "to_trackio:TrackioCallback", "trackio"),
-        Integration("kubeflow", "to_kubeflow:KubeflowCallback", None),
+        Integration("kubeflow", "to_kubeflow:KubeflowCallback", None, probe=kubeflow_available),
         Integration("jsonl", "files:JsonLinesCallback", None, in_all=False),
         Integration("csv", "files:CsvCallback", None, in_all=False),
     )
