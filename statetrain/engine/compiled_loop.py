@@ -9,7 +9,7 @@ once per shape and process, and filled per ``train()`` with the callables read o
 ``transitions.Machine`` (its conditions, in priority order, and its destination states). So the
 flow is still exactly the declared table, a custom machine is compiled the same way, and the model
 ``transitions`` drives is moved along each edge and read back before every state, as ``drive``
-documents. :func:`loop_source` shows the code for a machine.
+documents. :func:`statetrain.engine.driver.compiled_source` shows the code for a machine.
 """
 
 from __future__ import annotations

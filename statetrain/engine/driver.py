@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from statetrain.engine.compiled_loop import CompiledExit, compile_loop
+from statetrain.engine.compiled_loop import CompiledExit, compile_loop, loop_source, shape_of
 from statetrain.engine.machine import MachineSpec
 from statetrain.events.event import Event
 
@@ -83,6 +83,13 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
                 break
         else:
             stalled(name)
+
+
+def compiled_source(spec: MachineSpec) -> str:
+    """The Python source of the loop the compiled driver runs for ``spec`` (for reading, debugging)."""
+    model = MachineModel()
+    machine = spec.build(None, model)
+    return loop_source(shape_of(list(spec.states), read_exits(spec, machine)), spec.final, machine.model_attribute)
 
 
 def _failed(run: Any, bus: Any, name: str, exc: BaseException) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from statetrain.engine import compiled_loop
 from statetrain.engine.default_machine import default_machine
-from statetrain.engine.driver import MachineModel, StalledMachineError, drive, read_exits
+from statetrain.engine.driver import MachineModel, StalledMachineError, compiled_source, drive, read_exits
 from statetrain.engine.machine import Guard, MachineSpec, Transition
 from statetrain.events import EventBus
 from statetrain.events.event import Event
@@ -167,5 +167,7 @@ def test_machines_of_one_shape_share_one_compiled_loop() -> None:
         shapes.append(compiled_loop.shape_of(list(spec.states), read_exits(spec, built)))
     assert shapes[0] == shapes[1]
     assert compiled_loop._factory(shapes[0], "done", "state") is compiled_loop._factory(shapes[1], "done", "state")
-    source = compiled_loop.loop_source(shapes[0], "done", "state")
-    assert source.count("(run)") == len(first.states)  # every state has its own call site
+    source = compiled_source(first)
+    assert source == compiled_loop.loop_source(shapes[0], "done", "state")
+    for index, name in enumerate(first.states):  # every state has its own branch and call site
+        assert source.count(f"if name == {name!r}:") == 1 and source.count(f"run_{index}(run)") == 1
