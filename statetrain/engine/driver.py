@@ -20,6 +20,7 @@ from typing import Any
 
 from statetrain.engine.compiled_loop import CompiledExit, compile_loop, loop_source, shape_of
 from statetrain.engine.machine import MachineSpec
+from statetrain.engine.shared_machine import driven_machine
 from statetrain.events.event import Event
 
 Exit = tuple[Callable[[], bool] | None, Callable[[], None]]
@@ -44,9 +45,12 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
     persisted ``engine.current_state`` is copied from it when a checkpoint is written, not per state.
     """
     model = model if model is not None else MachineModel()
-    machine = spec.build(run, model, initial=start)
     run.machine_model = model
+    with driven_machine(spec, run, model, initial=start) as machine:
+        _drive(spec, run, machine, model, compiled)
 
+
+def _drive(spec: MachineSpec, run: Any, machine: Any, model: Any, compiled: bool) -> None:
     def stalled(name: str, unknown: bool = False) -> None:
         if unknown:
             raise StalledMachineError(f"the machine's model is in state {name!r}, which the machine does not declare")
@@ -58,7 +62,8 @@ def drive(spec: MachineSpec, run: Any, start: str | None = None, *, compiled: bo
     enter, leave = Event.ON_STATE_ENTER, Event.ON_STATE_EXIT
     if compiled:
         runs = {name: state.run for name, state in spec.states.items()}
-        loop = compile_loop(list(spec.states), runs, read_exits(spec, machine), spec.final, machine.model_attribute)
+        table = read_exits(spec, machine, model)
+        loop = compile_loop(list(spec.states), runs, table, spec.final, machine.model_attribute)
         loop(run, model, run.bus, enter, leave, _failed, stalled)
         return
     exits = compile_exits(spec, machine, model)
@@ -89,7 +94,9 @@ def compiled_source(spec: MachineSpec) -> str:
     """The Python source of the loop the compiled driver runs for ``spec`` (for reading, debugging)."""
     model = MachineModel()
     machine = spec.build(None, model)
-    return loop_source(shape_of(list(spec.states), read_exits(spec, machine)), spec.final, machine.model_attribute)
+    return loop_source(
+        shape_of(list(spec.states), read_exits(spec, machine, model)), spec.final, machine.model_attribute
+    )
 
 
 def _failed(run: Any, bus: Any, name: str, exc: BaseException) -> None:
@@ -99,15 +106,18 @@ def _failed(run: Any, bus: Any, name: str, exc: BaseException) -> None:
         run.fire(Event.ON_EXCEPTION, state_name=name, exception=exc)
 
 
-def read_exits(spec: MachineSpec, machine: Any) -> dict[str, list[CompiledExit]]:
+def read_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list[CompiledExit]]:
     """Every state's exits in priority order, as the built ``transitions.Machine`` holds them: each
-    edge's conditions (callable and required result) and its destination state's value."""
+    edge's conditions (callable and required result) and its destination state's value. A condition
+    given by name is what ``transitions`` would call: that attribute of ``model``."""
     exits: dict[str, list[CompiledExit]] = {}
     for name in spec.states:
         table: list[CompiledExit] = []
         for declared in spec.transitions_from(name):
             (edge,) = machine.events[declared.trigger].transitions[name]
-            conditions = tuple((c.func, bool(c.target)) for c in edge.conditions)
+            conditions = tuple(
+                (getattr(model, c.func) if isinstance(c.func, str) else c.func, bool(c.target)) for c in edge.conditions
+            )
             table.append((conditions, machine.get_state(edge.dest).value))
         exits[name] = table
     return exits
@@ -117,7 +127,7 @@ def compile_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list
     """For full triggers: every state's exits in priority order, each a test of its conditions and
     the trigger that takes it (``transitions`` checks the conditions again when it fires)."""
     exits: dict[str, list[Exit]] = {}
-    read = read_exits(spec, machine)
+    read = read_exits(spec, machine, model)
     for name in spec.states:
         exits[name] = [
             (_combine(conditions), _trigger(machine, model, declared.trigger, name))

@@ -163,8 +163,9 @@ def test_machines_of_one_shape_share_one_compiled_loop() -> None:
     first, second = default_machine(), default_machine()
     shapes = []
     for spec in (first, second):
-        built = spec.build(SimpleNamespace(), MachineModel())
-        shapes.append(compiled_loop.shape_of(list(spec.states), read_exits(spec, built)))
+        model = MachineModel()
+        built = spec.build(SimpleNamespace(), model)
+        shapes.append(compiled_loop.shape_of(list(spec.states), read_exits(spec, built, model)))
     assert shapes[0] == shapes[1]
     assert compiled_loop._factory(shapes[0], "done", "state") is compiled_loop._factory(shapes[1], "done", "state")
     source = compiled_source(first)
