@@ -213,10 +213,12 @@ class MachineSpec:
     # --- building -----------------------------------------------------------------------------
     def build(self, run: Any, model: Any, initial: str | None = None) -> Machine:
         """A ``transitions.Machine`` driving ``model``, with guards bound to ``run``."""
+        # a C-level binding: no extra frame per check
+        return self.to_machine(model, lambda g: functools.partial(g.test, run), initial)
 
-        def bind(g: Guard) -> Callable[[], bool]:
-            return functools.partial(g.test, run)  # a C-level binding: no extra frame per check
-
+    def to_machine(self, model: Any, condition: Callable[[Guard], Any], initial: str | None = None) -> Machine:
+        """The ``transitions.Machine`` of this declaration, each guard given to it as ``condition(guard)``
+        (a callable, or the name of a model attribute); ``model=None`` builds it without a model."""
         return Machine(
             model=model,
             states=list(self.states),
@@ -225,7 +227,7 @@ class MachineSpec:
                     "trigger": t.trigger,
                     "source": t.source,
                     "dest": t.dest,
-                    "conditions": [bind(g) for g in t.guards],
+                    "conditions": [condition(g) for g in t.guards],
                 }
                 for t in self.transitions
             ],

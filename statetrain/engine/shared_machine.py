@@ -90,20 +90,5 @@ def _build(spec: MachineSpec) -> _Built:
             if id(guard) not in names:
                 names[id(guard)] = name = f"_statetrain_guard_{len(names)}"
                 guards[name] = guard
-    machine = Machine(
-        model=None,
-        states=list(spec.states),
-        transitions=[
-            {
-                "trigger": t.trigger,
-                "source": t.source,
-                "dest": t.dest,
-                "conditions": [names[id(g)] for g in t.guards],
-            }
-            for t in spec.transitions
-        ],
-        initial=spec.initial,
-        auto_transitions=False,
-        send_event=False,
-    )
+    machine = spec.to_machine(None, lambda g: names[id(g)])
     return _Built(machine, guards)
