@@ -30,6 +30,7 @@ Shape = tuple[tuple[str, tuple[tuple[bool, ...], ...]], ...]
 
 
 def shape_of(order: Sequence[str], exits: dict[str, list[CompiledExit]]) -> Shape:
+    """What the generated code depends on: per state in ``order``, the condition targets of its takeable exits."""
     return tuple(
         (name, tuple(tuple(target for _, target in conditions) for conditions, _ in _takeable(exits[name])))
         for name in order

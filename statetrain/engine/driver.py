@@ -23,8 +23,8 @@ from statetrain.engine.machine import MachineSpec
 from statetrain.engine.shared_machine import driven_machine
 from statetrain.events.event import Event
 
-Exit = tuple[Callable[[], bool] | None, Callable[[], None]]
-"""One compiled edge: its combined condition (``None``: unguarded) and the move into its destination."""
+TriggerExit = tuple[Callable[[], bool] | None, Callable[[], None]]
+"""One edge for full triggers: its combined condition (``None``: unguarded) and the trigger that takes it."""
 
 
 class StalledMachineError(RuntimeError):
@@ -66,7 +66,7 @@ def _drive(spec: MachineSpec, run: Any, machine: Any, model: Any, compiled: bool
         loop = compile_loop(list(spec.states), runs, table, spec.final, machine.model_attribute)
         loop(run, model, run.bus, enter, leave, _failed, stalled)
         return
-    exits = compile_exits(spec, machine, model)
+    exits = trigger_exits(spec, machine, model)
     bus, final = run.bus, spec.final
     while True:
         name = model.state  # the machine's state is the state that runs
@@ -123,10 +123,10 @@ def read_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list[Co
     return exits
 
 
-def compile_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list[Exit]]:
+def trigger_exits(spec: MachineSpec, machine: Any, model: Any) -> dict[str, list[TriggerExit]]:
     """For full triggers: every state's exits in priority order, each a test of its conditions and
     the trigger that takes it (``transitions`` checks the conditions again when it fires)."""
-    exits: dict[str, list[Exit]] = {}
+    exits: dict[str, list[TriggerExit]] = {}
     read = read_exits(spec, machine, model)
     for name in spec.states:
         exits[name] = [

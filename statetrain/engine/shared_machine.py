@@ -68,6 +68,8 @@ def driven_machine(spec: MachineSpec, run: Any, model: Any, initial: str | None 
         yield built.machine
     finally:
         built.machine.remove_model(model)
+        for name in built.guards:  # the model keeps no reference to the finished run
+            delattr(model, name)
 
 
 def _built_for(spec: MachineSpec) -> _Built:

@@ -23,6 +23,11 @@ class StepState(State):
     reads = ("update_step", "epoch_iterator", "plan")
     writes = ("window", "window_pos", "num_items_in_batch")
     fires = (Event.ON_STEP_BEGIN,)
+    _default_fetch = False  # set per train() by setup: fetch_window is StepState's own
+
+    def setup(self, run: Run) -> None:
+        # decided once per train(): a fetch_window overridden on the class or the instance serves every window
+        self._default_fetch = getattr(self.fetch_window, "__func__", None) is StepState.fetch_window
 
     def fetch_window(self, run: Run, size: int) -> tuple[list[Any], Any]:
         """Up to ``size`` micro-batches and their item count; a subclass may draw them from elsewhere."""
@@ -35,7 +40,7 @@ class StepState(State):
         if run.update_step == plan.num_update_steps_per_epoch - 1:
             size = plan.steps_in_epoch % accumulation or accumulation
         trainer = run.trainer
-        if size == 1 and run.single_batch_windows_plain and type(self).fetch_window is StepState.fetch_window:
+        if size == 1 and run.single_batch_windows_plain and self._default_fetch:
             # what the default fetch returns for a one-batch window that has no item count or weights
             batch = next(run.epoch_iterator, _EXHAUSTED)
             run.window, run.num_items_in_batch = ([] if batch is _EXHAUSTED else [batch]), None

@@ -62,6 +62,8 @@ def test_drives_share_one_machine_each_with_its_own_run(compiled: bool) -> None:
     ]
     assert machines[0] is machines[1] is machines[2]
     assert machines[0].models == []  # each drive removed its model
+    for run in runs:  # and took its run's guard bindings off it
+        assert not [name for name in vars(run.machine_model) if name.startswith("_statetrain_guard")]
 
 
 def test_specs_that_declare_the_same_graph_share_a_machine() -> None:

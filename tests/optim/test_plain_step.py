@@ -252,3 +252,17 @@ def test_one_batch_windows_skip_get_batch_samples_unless_it_is_overridden(tmp_pa
     own = make(tmp_path / "own", True, trainer_class=OwnFetch, num_train_epochs=1)
     own.train()
     assert own.state.global_step == 6 and fetched == [1] * 6  # the override serves every window
+
+    # a fetch_window set on the step state itself (not its class) serves every window too
+    instance = make(tmp_path / "instance", True, num_train_epochs=1)
+    step_state = instance.machine.states["step"]
+    default_fetch = step_state.fetch_window
+    windows: list[int] = []
+
+    def own_fetch(run: Any, size: int) -> Any:
+        windows.append(size)
+        return default_fetch(run, size)
+
+    step_state.fetch_window = own_fetch  # type: ignore[method-assign]
+    instance.train()
+    assert instance.state.global_step == 6 and windows == [1] * 6
